@@ -1,0 +1,48 @@
+//! The `mxsim` command-line interface (clap). One file per command.
+
+use clap::{Parser, Subcommand};
+
+pub mod cast;
+
+/// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
+#[derive(Parser, Debug)]
+#[command(name = "mxsim", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `mxsim` command.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Convert every element of an array to a format's codes, or codes back to float32.
+    Cast(cast::CastArgs),
+}
+
+/// Parse the process arguments, run the command, and return the process exit status:
+/// 0 on success, 1 when a check found mismatches, 2 on bad input (message on stderr).
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mxsim: error: {e}");
+            2
+        }
+    }
+}
+
+/// Run a parsed command; returns the exit status.
+pub fn run(cli: Cli) -> crate::Result<i32> {
+    match cli.command {
+        Command::Cast(a) => cast::run(a),
+    }
+}
