@@ -83,7 +83,7 @@ pub fn decode_f64(fmt: Format, code: u8) -> f64 {
             }
         }
         Decoded::Finite { neg, sig, exp } => {
-            let v = sig as f64 * (exp as f64).exp2();
+            let v = sig as f64 * super::pow2(exp);
             if neg {
                 -v
             } else {

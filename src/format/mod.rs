@@ -176,3 +176,17 @@ pub enum Decoded {
     /// Not a number.
     Nan,
 }
+
+/// Exactly 2^k as f64 (k in [-1074, 1023]; saturates to 0 or Inf outside), built from bits
+/// rather than a library exp2.
+pub fn pow2(k: i32) -> f64 {
+    if k > 1023 {
+        f64::INFINITY
+    } else if k >= -1022 {
+        f64::from_bits(((k + 1023) as u64) << 52)
+    } else if k >= -1074 {
+        f64::from_bits(1u64 << (k + 1074))
+    } else {
+        0.0
+    }
+}

@@ -265,8 +265,8 @@ impl Format {
     /// The smallest positive normal value (for INT8: the step 2^-6).
     pub fn min_normal(self) -> f64 {
         match self.spec().kind {
-            Kind::Int => (self.spec().int_exp as f64).exp2(),
-            _ => (self.emin() as f64).exp2(),
+            Kind::Int => super::pow2(self.spec().int_exp),
+            _ => super::pow2(self.emin()),
         }
     }
 
@@ -274,7 +274,7 @@ impl Format {
     pub fn min_subnormal(self) -> f64 {
         let s = self.spec();
         match s.kind {
-            Kind::Float => ((self.emin() - s.man_bits as i32) as f64).exp2(),
+            Kind::Float => super::pow2(self.emin() - s.man_bits as i32),
             _ => self.min_normal(),
         }
     }
@@ -309,9 +309,11 @@ impl std::str::FromStr for Format {
             "int8" | "mxint8" => Format::Int8,
             "e8m0" | "float8_e8m0fnu" | "e8m0fnu" => Format::E8M0,
             "ue4m3" => Format::UE4M3,
-            _ => return Err(crate::Error::invalid(format!(
+            _ => {
+                return Err(crate::Error::invalid(format!(
                 "unknown format '{s}' (expected e4m3, e5m2, e3m2, e2m3, e2m1, int8, e8m0 or ue4m3)"
-            ))),
+            )))
+            }
         };
         Ok(f)
     }
