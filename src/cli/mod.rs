@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod vectors;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
 #[derive(Parser, Debug)]
@@ -18,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Convert every element of an array to a format's codes, or codes back to float32.
     Cast(cast::CastArgs),
+    /// Generate golden RTL test vectors, or check a device's output dump against them.
+    Vectors(vectors::VectorsArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -44,5 +47,6 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> crate::Result<i32> {
     match cli.command {
         Command::Cast(a) => cast::run(a),
+        Command::Vectors(a) => vectors::run(a),
     }
 }
