@@ -244,7 +244,8 @@ pub fn encode_with_flags(fmt: Format, x: f64, opts: &CastOptions, index: u64) ->
         return (c, flags);
     }
     if a == 0.0 {
-        return (sign, flags);
+        // INT8 has one zero (code 0x80 is -128, i.e. -2.0, not -0)
+        return (if s.kind == Kind::Int { 0 } else { sign }, flags);
     }
     let (m, e) = split(a);
     let lead = lead_exp(m, e);

@@ -132,7 +132,8 @@ pub fn exponent_patterns(fmt: Format) -> Vec<i32> {
 /// The f32 fraction patterns for a value with exponent `e` cast into `fmt`: 0, 1, all ones,
 /// 1.5, walking ones (a few positions at level 1, all 23 and walking zeros at level 2), and
 /// the fractions on and one f32 ulp beside the half-way point of `fmt`'s quantum at `e`, with
-/// the kept last bit both even and odd (the RNE/RNA tie cases).
+/// the kept last bit both even and odd (the RNE/RNA tie cases) and with every kept bit set (the
+/// tie whose rounding carries into the next binade, or past the largest value).
 pub fn significand_patterns(fmt: Format, e: i32, level: Level) -> Vec<u32> {
     let mut v = vec![0u32, 1, 0x7F_FFFF, 0x40_0000];
     match level {
@@ -152,6 +153,10 @@ pub fn significand_patterns(fmt: Format, e: i32, level: Level) -> Vec<u32> {
         if jh + 1 < 23 {
             let odd = 1u32 << (jh + 1);
             b.extend([h | odd, (h + 1) | odd, (h - 1) | odd]);
+            // every kept bit set: the tie that carries into the next binade (at the largest
+            // exponent, the overflow boundary)
+            let top = 0x7F_FFFF & !((1u32 << (jh + 1)) - 1);
+            b.extend([top | h, (top | h) + 1, (top | h) - 1]);
         }
         v.extend(b);
     }
