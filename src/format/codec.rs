@@ -244,22 +244,12 @@ pub fn encode_with_flags(fmt: Format, x: f64, opts: &CastOptions, index: u64) ->
         return (c, flags);
     }
     if a == 0.0 {
-        // INT8 has one zero (code 0x80 is -128, i.e. -2.0, not -0)
-        return (if s.kind == Kind::Int { 0 } else { sign }, flags);
+        return (sign, flags);
     }
     let (m, e) = split(a);
     let lead = lead_exp(m, e);
     match s.kind {
         Kind::Int => {
-            if lead > s.int_exp + 8 {
-                // |x| >= 2^9 quanta: past every INT8 code (and past what the shift below can
-                // hold); overflow regardless of rounding
-                flags.overflow = true;
-                flags.inexact = true;
-                let limit = if neg && opts.int8_allow_min { 128 } else { 127 };
-                let v: i32 = if neg { -limit } else { limit };
-                return (v as i8 as u8, flags);
-            }
             let (n, inexact) =
                 round_to_quantum(m, e, s.int_exp, opts.rounding, rbits, |n| n & 1 == 1);
             flags.inexact = inexact;
