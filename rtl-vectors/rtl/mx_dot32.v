@@ -19,6 +19,7 @@
 // instead of rounding to nearest even; the golden vectors must catch it.
 //
 // Purely combinational, Verilog-2005, synthesizable (loops have constant bounds).
+`timescale 1ns / 1ps
 module mx_dot32 #(
     parameter TRUNCATE = 0
 ) (
