@@ -642,14 +642,21 @@ mod os {
             let off = off + if first { p.tensor_scales } else { 0 };
             let off_sc = off_sc + if first { p.tensor_scales } else { 0 };
             let l2 = if share { rd } else { 0 };
-            let t_off = xfer(off, off_bpc);
+            // Double buffered: the output tile's store shares the off-chip port with the
+            // loads and overlaps the MMAs (epilogue overlapped with the next tile's main
+            // loop). Single buffered: loads, MMAs and the store run one after the other.
+            let t_off = if double {
+                xfer(off + st, off_bpc)
+            } else {
+                xfer(off, off_bpc)
+            };
             let t_l2 = if share {
                 xfer(l2, cfg.l2_bytes_per_cycle)
             } else {
                 0
             };
             let load = t_off.max(t_l2);
-            let store = xfer(st, off_bpc);
+            let store = if double { 0 } else { xfer(st, off_bpc) };
             let mut s = StallBreakdown {
                 compute: pure,
                 issue: cyc - pure,
