@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod hw;
+pub mod perf;
 pub mod vectors;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
@@ -19,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Convert every element of an array to a format's codes, or codes back to float32.
     Cast(cast::CastArgs),
+    /// List or show tensor-core hardware presets.
+    Hw(hw::HwArgs),
+    /// Cycle estimate of every GEMM of an LLM on a tensor-core configuration.
+    Perf(perf::PerfArgs),
     /// Generate golden RTL test vectors, or check a device's output dump against them.
     Vectors(vectors::VectorsArgs),
 }
@@ -47,6 +53,8 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> crate::Result<i32> {
     match cli.command {
         Command::Cast(a) => cast::run(a),
+        Command::Hw(a) => hw::run(a),
+        Command::Perf(a) => perf::run(a),
         Command::Vectors(a) => vectors::run(a),
     }
 }
