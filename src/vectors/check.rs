@@ -64,20 +64,25 @@ pub fn parse_hex_line(
     layout: &Layout,
     which: &[usize],
 ) -> std::result::Result<Vec<Option<u64>>, String> {
-    let body = line.split("//").next().unwrap_or("");
-    let digits: Vec<char> = body
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '_')
-        .collect();
+    let body = match line.find("//") {
+        Some(i) => &line[..i],
+        None => line,
+    };
     let want: usize = which
         .iter()
         .map(|&i| layout.fields[i].hex_digits as usize)
         .sum();
-    if let Some(bad) = digits
-        .iter()
-        .find(|c| !c.is_ascii_hexdigit() && !is_xz(**c))
-    {
-        return Err(format!("unexpected character '{bad}'"));
+    // digit values (16 marks x/z), separators skipped
+    let mut digits: Vec<u8> = Vec::with_capacity(want);
+    for ch in body.chars() {
+        if ch.is_whitespace() || ch == '_' {
+            continue;
+        }
+        match ch.to_digit(16) {
+            Some(d) => digits.push(d as u8),
+            None if is_xz(ch) => digits.push(16),
+            None => return Err(format!("unexpected character '{ch}'")),
+        }
     }
     if digits.len() != want {
         return Err(format!("{} hex digits, expected {want}", digits.len()));
@@ -88,13 +93,16 @@ pub fn parse_hex_line(
         let n = layout.fields[i].hex_digits as usize;
         let chunk = &digits[pos..pos + n];
         pos += n;
-        if chunk.iter().any(|c| is_xz(*c)) {
+        if n > 16 {
+            return Err(format!(
+                "field '{}' wider than 64 bits",
+                layout.fields[i].name
+            ));
+        }
+        if chunk.contains(&16) {
             out.push(None);
         } else {
-            let s: String = chunk.iter().collect();
-            out.push(Some(
-                u64::from_str_radix(&s, 16).map_err(|e| e.to_string())?,
-            ));
+            out.push(Some(chunk.iter().fold(0u64, |v, &d| v << 4 | d as u64)));
         }
     }
     Ok(out)

@@ -167,8 +167,9 @@ pub fn read_pack(dir: &Path) -> Result<Pack> {
     }
     let text = std::fs::read_to_string(&hpath).map_err(|e| Error::io(&hpath, e))?;
     let mut rows = Vec::with_capacity(manifest.count);
+    let all = layout_all(&layout);
     for (i, line) in text.lines().enumerate() {
-        let parsed = super::check::parse_hex_line(line, &layout, &layout_all(&layout))
+        let parsed = super::check::parse_hex_line(line, &layout, &all)
             .map_err(|msg| Error::malformed(&hpath, format!("line {}: {msg}", i + 1)))?;
         let row: Option<Vec<u64>> = parsed.into_iter().collect();
         rows.push(row.ok_or_else(|| {
