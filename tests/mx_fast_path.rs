@@ -26,10 +26,10 @@ fn assert_same(values: &[f32], rows: usize, cols: usize, cfg: &MxConfig) {
     let f = quantize(values, rows, cols, cfg).unwrap();
     let g = quantize_generic(values, rows, cols, cfg).unwrap();
     if f != g {
-        for i in 0..f.codes.len() {
+        for (i, (fc, gc)) in f.codes.iter().zip(&g.codes).enumerate() {
             assert_eq!(
-                f.codes[i],
-                g.codes[i],
+                fc,
+                gc,
                 "{cfg:?}: code {i} of value {:e} ({:#010x}) in block with scale {} / {}",
                 values[i],
                 values[i].to_bits(),
