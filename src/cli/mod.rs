@@ -3,6 +3,9 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod formats;
+pub mod quantize;
+pub mod report;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
 #[derive(Parser, Debug)]
@@ -18,6 +21,13 @@ pub struct Cli {
 pub enum Command {
     /// Convert every element of an array to a format's codes, or codes back to float32.
     Cast(cast::CastArgs),
+    /// Print every element and scale format's parameters and value set.
+    Formats(formats::FormatsArgs),
+    /// Block-quantize an array (MX or NVFP4) along an axis; print SQNR, max error and the
+    /// fraction of clipped blocks.
+    Quantize(quantize::QuantizeArgs),
+    /// The built-in quantization report: every scheme and scale rule on seeded LLM-like data.
+    Report(report::ReportArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -44,5 +54,8 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> crate::Result<i32> {
     match cli.command {
         Command::Cast(a) => cast::run(a),
+        Command::Formats(a) => formats::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

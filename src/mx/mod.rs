@@ -11,6 +11,7 @@
 //! `1/F` for the pre-scale rule, and the FP32 per-tensor scale for NVFP4.
 
 pub mod fast;
+pub mod layout;
 pub mod pack;
 mod rules;
 mod scheme;
