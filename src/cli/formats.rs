@@ -89,7 +89,7 @@ pub fn run(a: FormatsArgs) -> Result<i32> {
             Kind::Float => {
                 let mut vals: Vec<(u8, f64)> = (0..f.code_count())
                     .map(|c| c as u8)
-                    .filter(|&c| c & f.sign_mask() == 0 && !(s.signed == false && c >= 0x80))
+                    .filter(|&c| c & f.sign_mask() == 0 && (s.signed || c < 0x80))
                     .map(|c| (c, decode_f64(f, c)))
                     .filter(|(_, v)| v.is_finite())
                     .collect();
