@@ -149,13 +149,18 @@ fn block(vals: &[f32], out: &mut [u8], p: &Params) -> (u8, bool) {
         out.fill(0);
         return (0xFF, false);
     }
-    if amax == 0 {
-        out.fill(0);
-        return (p.zero_code, false);
-    }
-    let e = scale_exp(amax, p);
-    let inv = pow2_f32(-e);
-    let clipped = f32::from_bits(amax) * inv > p.max_normal;
+    // a zero block keeps its zeros' signs: the element loop with factor 1 gives sign | 0
+    let (scale, inv, clipped) = if amax == 0 {
+        (p.zero_code, 1.0, false)
+    } else {
+        let e = scale_exp(amax, p);
+        let inv = pow2_f32(-e);
+        (
+            (e + 127) as u8,
+            inv,
+            f32::from_bits(amax) * inv > p.max_normal,
+        )
+    };
     match p.elem {
         Elem::Fp4 => {
             for (o, &v) in out.iter_mut().zip(vals) {
@@ -168,7 +173,7 @@ fn block(vals: &[f32], out: &mut [u8], p: &Params) -> (u8, bool) {
             }
         }
     }
-    ((e + 127) as u8, clipped)
+    (scale, clipped)
 }
 
 #[inline(always)]

@@ -333,7 +333,11 @@ fn quantize_block(
     }
     let amax = vals.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
     if amax == 0.0 {
-        out.fill(0);
+        // signed zeros keep their sign (FP: sign | 0; INT8 has one zero)
+        let opts = element_opts(cfg);
+        for (o, &v) in out.iter_mut().zip(vals) {
+            *o = encode(elem, v, &opts, 0);
+        }
         let code = match (cfg.zero_block, scale_fmt) {
             (ZeroBlock::Smallest, _) => 0,
             (ZeroBlock::FloorMinNormal, Format::E8M0) => {
