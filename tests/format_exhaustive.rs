@@ -209,10 +209,11 @@ struct Mag {
 
 /// Non-negative finite magnitudes in increasing order, then the virtual next value above
 /// the largest (what an unbounded exponent range would give), used for overflow decisions.
+type LadderCache = std::collections::HashMap<(Format, bool, bool), (Vec<Mag>, Mag)>;
+
 fn ladder(f: Format, neg: bool, allow_min: bool) -> (Vec<Mag>, Mag) {
     thread_local! {
-        static CACHE: std::cell::RefCell<std::collections::HashMap<(Format, bool, bool), (Vec<Mag>, Mag)>> =
-            Default::default();
+        static CACHE: std::cell::RefCell<LadderCache> = Default::default();
     }
     CACHE.with(|c| {
         c.borrow_mut()
