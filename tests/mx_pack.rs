@@ -70,7 +70,9 @@ fn density() {
 /// rejects bad magic, truncation and trailing bytes.
 #[test]
 fn packed_file_round_trip() {
-    let v: Vec<f32> = (0..3 * 45).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+    let v: Vec<f32> = (0..3 * 45)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
     for scheme in Scheme::ALL {
         let t = quantize(&v, 3, 45, &MxConfig::new(scheme)).unwrap();
         let bytes = to_packed_bytes(&t, &[3, 45], 1).unwrap();
