@@ -27,7 +27,10 @@ fn data() -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let x = data();
     let n = x.len();
     let mut g = c.benchmark_group("formats");

@@ -173,7 +173,7 @@ fn zero_blocks() {
         }
     }
     // NVFP4 zero block: UE4M3 code 0, or 0x08 (2^-6) with floor-min-normal
-    let t = q(Scheme::Nvfp4, ScaleRule::Floor, &vec![0.0f32; 16]);
+    let t = q(Scheme::Nvfp4, ScaleRule::Floor, &[0.0f32; 16]);
     assert_eq!(t.scales[0], 0);
     let mut cfg = MxConfig::new(Scheme::Nvfp4);
     cfg.zero_block = ZeroBlock::FloorMinNormal;
