@@ -12,9 +12,9 @@
 //!   largest element's significand (1.5 for FP4, 1.75 for E4M3);
 //! - each value is multiplied by `2^-e` (exact in float32 unless the product is far below
 //!   the element's smallest subnormal, where every result rounds to zero anyway);
-//! - FP4: the code is the number of rounding thresholds (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5)
-//!   the magnitude passes, with `>` or `>=` per threshold so that ties go to the even code;
-//!   saturation is implicit (every value above 5 gives code 7);
+//! - FP4: normals (|y| >= 1) round their 23-bit mantissa to 1 bit with `bits + 0x1FFFFF +
+//!   lsb` and rebias the exponent; |y| < 1 is rounded by the float32 addition `|y| + 2^22`,
+//!   whose unit in the last place is FP4's subnormal step 0.5; results saturate at 6 (code 7);
 //! - E4M3: normals round their 23-bit mantissa to 3 bits with the usual
 //!   `bits + 0x7FFFF + lsb` trick and rebias the exponent; subnormals (below 2^-6) are rounded by
 //!   the float32 addition `|y| + 2^14`, whose unit in the last place is E4M3's subnormal step
@@ -106,19 +106,20 @@ fn scale_exp(amax: u32, p: &Params) -> i32 {
     e.clamp(-127, 127)
 }
 
-/// FP4 (E2M1) code of `y` with RNE and saturation: the count of thresholds passed.
+/// FP4 (E2M1) code of `y` with RNE and saturation at 6 (|y| < 2^126).
 #[inline(always)]
 fn fp4_code(y: f32) -> u8 {
     let b = y.to_bits();
-    let a = f32::from_bits(b & 0x7FFF_FFFF);
-    let mag = (a > 0.25) as u8
-        + (a >= 0.75) as u8
-        + (a > 1.25) as u8
-        + (a >= 1.75) as u8
-        + (a > 2.5) as u8
-        + (a >= 3.5) as u8
-        + (a > 5.0) as u8;
-    mag | ((b >> 28) as u8 & 8)
+    let a = b & 0x7FFF_FFFF;
+    // normals (|y| >= 1): round the 23-bit mantissa to 1 bit (RNE), rebias 127 -> 1
+    let rounded = a + 0x1F_FFFF + ((a >> 22) & 1);
+    let norm = (rounded >> 22).wrapping_sub(126 << 1).min(7);
+    // |y| < 1: |y| + 2^22 rounds |y| to a multiple of 0.5 (RNE); 2 = code of 1.0
+    let sub = (f32::from_bits(a) + 4_194_304.0)
+        .to_bits()
+        .wrapping_sub(0x4A80_0000);
+    let mag = if a < 0x3F80_0000 { sub } else { norm };
+    (mag as u8) | ((b >> 28) as u8 & 8)
 }
 
 /// E4M3 code of `y` with RNE and saturation at 448 (|y| finite).
@@ -187,6 +188,21 @@ fn rows_kernel(
 ) -> usize {
     let bpr = cols.div_ceil(bs);
     let mut clipped = 0;
+    if bs == 32 && cols % 32 == 0 {
+        // the standard block: fixed-size arrays let the compiler unroll and vectorize fully
+        for ((vb, cb), s) in values
+            .chunks_exact(32)
+            .zip(codes.chunks_exact_mut(32))
+            .zip(scales.iter_mut())
+        {
+            let vb: &[f32; 32] = vb.try_into().expect("32 values");
+            let cb: &mut [u8; 32] = cb.try_into().expect("32 codes");
+            let (sc, c) = block(vb, cb, p);
+            *s = sc;
+            clipped += c as usize;
+        }
+        return clipped;
+    }
     for ((vrow, crow), srow) in values
         .chunks_exact(cols)
         .zip(codes.chunks_exact_mut(cols))
