@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 pub mod cast;
 pub mod hw;
 pub mod perf;
+pub mod formats;
+pub mod quantize;
+pub mod report;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
 #[derive(Parser, Debug)]
@@ -24,6 +27,13 @@ pub enum Command {
     Hw(hw::HwArgs),
     /// Cycle estimate of every GEMM of an LLM on a tensor-core configuration.
     Perf(perf::PerfArgs),
+    /// Print every element and scale format's parameters and value set.
+    Formats(formats::FormatsArgs),
+    /// Block-quantize an array (MX or NVFP4) along an axis; print SQNR, max error and the
+    /// fraction of clipped blocks.
+    Quantize(quantize::QuantizeArgs),
+    /// The built-in quantization report: every scheme and scale rule on seeded LLM-like data.
+    Report(report::ReportArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -52,5 +62,8 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
         Command::Cast(a) => cast::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Perf(a) => perf::run(a),
+        Command::Formats(a) => formats::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
