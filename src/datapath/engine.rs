@@ -69,11 +69,18 @@ pub(crate) fn element_lut(fmt: Format, cfg: &DatapathConfig) -> [El; 256] {
                 if cfg.ftz_inputs && subnormal {
                     El::Zero { neg }
                 } else {
+                    // INT8 elements enter as normalized values (their leading bit's exponent);
+                    // float elements with the format's exponent (emin for subnormals).
+                    let lead = if fmt == Format::Int8 {
+                        exp + 31 - sig.leading_zeros() as i32
+                    } else {
+                        exp + man
+                    };
                     El::Fin {
                         neg,
                         sig,
                         lsb: exp,
-                        lead: exp + man,
+                        lead,
                     }
                 }
             }
