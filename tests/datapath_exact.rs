@@ -133,7 +133,13 @@ fn rational_to_f32_rne(x: &BigRational) -> u32 {
     }
 }
 
-fn random_tensor(rng: &mut ChaCha8Rng, scheme: Scheme, rows: usize, cols: usize, extreme: bool) -> MxTensor {
+fn random_tensor(
+    rng: &mut ChaCha8Rng,
+    scheme: Scheme,
+    rows: usize,
+    cols: usize,
+    extreme: bool,
+) -> MxTensor {
     let f = scheme.element();
     let bs = scheme.default_block();
     let bpr = cols.div_ceil(bs);
@@ -175,7 +181,10 @@ fn random_tensor(rng: &mut ChaCha8Rng, scheme: Scheme, rows: usize, cols: usize,
 /// The exact value of element (r, c) as a rational.
 fn rat_value(t: &MxTensor, r: usize, c: usize) -> BigRational {
     let e = rat_of_f64(decode_f64(t.scheme.element(), t.codes[r * t.cols + c]));
-    let s = rat_of_f64(decode_f64(t.scheme.scale_format(), t.scales[r * t.blocks_per_row() + c / t.block_size]));
+    let s = rat_of_f64(decode_f64(
+        t.scheme.scale_format(),
+        t.scales[r * t.blocks_per_row() + c / t.block_size],
+    ));
     e * s
 }
 
@@ -216,7 +225,10 @@ fn exact_preset_equals_big_rational() {
                 if s.is_zero() {
                     assert_eq!(f32::from_bits(got), 0.0);
                 } else {
-                    assert_eq!(got, want, "{sa}x{sb} k={k} ({i},{j}): got {got:#010x} want {want:#010x}");
+                    assert_eq!(
+                        got, want,
+                        "{sa}x{sb} k={k} ({i},{j}): got {got:#010x} want {want:#010x}"
+                    );
                 }
             }
         }
@@ -245,8 +257,16 @@ fn gemm_equals_per_output_dot_every_preset() {
             for i in 0..m {
                 for j in 0..n {
                     let one = dot_rows(&a, i, &b, j, c[i * n + j], &cfg).unwrap();
-                    assert_eq!(d[i * n + j].to_bits(), one.to_bits(), "{name} {sa}x{sb} ({i},{j})");
-                    assert_eq!(r[i * n + j].to_bits(), one.to_bits(), "{name} {sa}x{sb} ({i},{j})");
+                    assert_eq!(
+                        d[i * n + j].to_bits(),
+                        one.to_bits(),
+                        "{name} {sa}x{sb} ({i},{j})"
+                    );
+                    assert_eq!(
+                        r[i * n + j].to_bits(),
+                        one.to_bits(),
+                        "{name} {sa}x{sb} ({i},{j})"
+                    );
                 }
             }
         }
@@ -264,7 +284,10 @@ fn thread_count_invariance() {
     for name in preset_names() {
         let cfg = DatapathConfig::preset(name).unwrap();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let x = gemm(&a, &b, None, &cfg).unwrap();
                 let y = gemm(&a4, &b4, None, &cfg).unwrap();

@@ -1,6 +1,9 @@
 //! Hand-derived worked examples of each datapath preset. Each test's comment derives the
 //! expected bits from the preset's documented rules (docs/datapath.md), not from the code.
 
+// The expected values are exact binary fractions, written out in full on purpose.
+#![allow(clippy::excessive_precision)]
+
 use mxsim::datapath::{dot_rows, gemm_stats, DatapathConfig, RoundMode};
 use mxsim::mx::{MxTensor, Scheme};
 

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod datapath;
+pub mod gemm;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
 #[derive(Parser, Debug)]
@@ -18,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Convert every element of an array to a format's codes, or codes back to float32.
     Cast(cast::CastArgs),
+    /// D = A x B + C through a bit-exact MX datapath model.
+    Gemm(Box<gemm::GemmArgs>),
+    /// List datapath presets or show one's parameters.
+    Datapath(datapath::DatapathArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -44,5 +50,7 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> crate::Result<i32> {
     match cli.command {
         Command::Cast(a) => cast::run(a),
+        Command::Gemm(a) => gemm::run(*a),
+        Command::Datapath(a) => datapath::run(a),
     }
 }

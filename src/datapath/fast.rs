@@ -153,17 +153,26 @@ pub(crate) fn gemm_fast(
             Lanes::L16(x, y) => {
                 let xa = &x[i * k + s..i * k + e];
                 let yb = &y[j * k + s..j * k + e];
-                xa.iter().zip(yb).map(|(&p, &q)| p as i32 * q as i32).sum::<i32>() as i128
+                xa.iter()
+                    .zip(yb)
+                    .map(|(&p, &q)| p as i32 * q as i32)
+                    .sum::<i32>() as i128
             }
             Lanes::L32(x, y) => {
                 let xa = &x[i * k + s..i * k + e];
                 let yb = &y[j * k + s..j * k + e];
-                xa.iter().zip(yb).map(|(&p, &q)| p as i64 * q as i64).sum::<i64>() as i128
+                xa.iter()
+                    .zip(yb)
+                    .map(|(&p, &q)| p as i64 * q as i64)
+                    .sum::<i64>() as i128
             }
             Lanes::L64 => {
                 let xa = &fa.vals[i * k + s..i * k + e];
                 let yb = &fb.vals[j * k + s..j * k + e];
-                xa.iter().zip(yb).map(|(&p, &q)| p as i128 * q as i128).sum::<i128>()
+                xa.iter()
+                    .zip(yb)
+                    .map(|(&p, &q)| p as i128 * q as i128)
+                    .sum::<i128>()
             }
         }
     };
@@ -228,7 +237,8 @@ pub(crate) fn gemm_fast(
                                     cfg.acc_rounding,
                                     false,
                                 );
-                                *acc = add_exact(*acc, sfp, cfg.accumulator, cfg.acc_rounding, false);
+                                *acc =
+                                    add_exact(*acc, sfp, cfg.accumulator, cfg.acc_rounding, false);
                             }
                         }
                     }
@@ -261,7 +271,12 @@ pub(crate) fn gemm_fast(
                         round_fp(r, cfg.output, cfg.output_rounding, false)
                     };
                     let r = match alpha {
-                        Some(al) => epilogue(al, r, Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits())), cfg),
+                        Some(al) => epilogue(
+                            al,
+                            r,
+                            Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits())),
+                            cfg,
+                        ),
                         None => r,
                     };
                     out.push((i * n + j, r.to_f32_bits(cfg.nan_bits)));
