@@ -11,7 +11,10 @@ use std::time::Duration;
 
 fn shape() -> (usize, usize, usize) {
     let s = std::env::var("MXSIM_GEMM_BENCH").unwrap_or_else(|_| "128,512,1024".into());
-    let v: Vec<usize> = s.split(',').map(|x| x.trim().parse().expect("M,N,K")).collect();
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| x.trim().parse().expect("M,N,K"))
+        .collect();
     (v[0], v[1], v[2])
 }
 
@@ -21,15 +24,29 @@ fn bench(c: &mut Criterion) {
     let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     let bt: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     let mut g = c.benchmark_group(format!("gemm_{m}x{n}x{k}"));
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements((m * n * k) as u64));
     g.bench_function("f32_matrixmultiply", |bch| {
         let mut d = vec![0f32; m * n];
         bch.iter(|| unsafe {
             // A: m x k row-major; B = bt^T: k x n with strides (1, k)
             matrixmultiply::sgemm(
-                m, k, n, 1.0, a.as_ptr(), k as isize, 1, bt.as_ptr(), 1, k as isize, 0.0,
-                d.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                bt.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                d.as_mut_ptr(),
+                n as isize,
+                1,
             );
             std::hint::black_box(&d);
         })
