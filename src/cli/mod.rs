@@ -3,9 +3,11 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod datapath;
+pub mod formats;
+pub mod gemm;
 pub mod hw;
 pub mod perf;
-pub mod formats;
 pub mod quantize;
 pub mod report;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// The built-in quantization report: every scheme and scale rule on seeded LLM-like data.
     Report(report::ReportArgs),
+    /// D = A x B + C through a bit-exact MX datapath model.
+    Gemm(Box<gemm::GemmArgs>),
+    /// List datapath presets or show one's parameters.
+    Datapath(datapath::DatapathArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -65,5 +71,7 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
         Command::Formats(a) => formats::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Report(a) => report::run(a),
+        Command::Gemm(a) => gemm::run(*a),
+        Command::Datapath(a) => datapath::run(a),
     }
 }
