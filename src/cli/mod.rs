@@ -3,6 +3,9 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod eval;
+pub mod generate;
+pub mod mc;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
 #[derive(Parser, Debug)]
@@ -18,6 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Convert every element of an array to a format's codes, or codes back to float32.
     Cast(cast::CastArgs),
+    /// Greedy text generation with a Llama-family model (reference or quantized).
+    Generate(generate::GenerateArgs),
+    /// Perplexity, KL divergence and per-layer errors of a quantized model on a text.
+    Eval(eval::EvalArgs),
+    /// Zero-shot multiple-choice accuracy on JSONL tasks.
+    Mc(mc::McArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -44,5 +53,8 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> crate::Result<i32> {
     match cli.command {
         Command::Cast(a) => cast::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Mc(a) => mc::run(a),
     }
 }
