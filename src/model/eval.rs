@@ -85,11 +85,16 @@ pub fn sequences(
             if max_len < 2 {
                 return Err(Error::invalid("paragraph length must be at least 2 tokens"));
             }
+            let mut scored = 0;
             for p in paragraphs(text) {
+                if max_tokens.is_some_and(|cap| scored >= cap) {
+                    break;
+                }
                 let mut ids = tok.encode(&p, false)?;
                 ids.insert(0, bos);
                 ids.truncate(max_len);
                 if ids.len() >= 2 {
+                    scored += ids.len() - 1;
                     seqs.push(ids);
                 }
             }
@@ -102,6 +107,9 @@ pub fn sequences(
             // length), each with its dummy-prefix space, tokens concatenated.
             let mut ids = Vec::new();
             for p in paragraphs(text) {
+                if max_tokens.is_some_and(|cap| ids.len() >= cap) {
+                    break;
+                }
                 ids.extend(tok.encode(&p, false)?);
             }
             for chunk in ids.chunks(len - 1) {

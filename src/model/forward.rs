@@ -279,7 +279,7 @@ pub fn attention<T: Float, E: Engine<T>>(
                 let visible = pos0 + r + 1;
                 let mut mx = row[0] * scale;
                 for v in row[..visible].iter_mut() {
-                    *v = *v * scale;
+                    *v *= scale;
                     if *v > mx {
                         mx = *v;
                     }

@@ -203,6 +203,7 @@ impl QuantEngine {
     }
 
     /// `a [m x k]` (already quantized as `aq` when its role is quantized) times `b^T`.
+    #[allow(clippy::too_many_arguments)]
     fn product_q(
         &self,
         a: &[f32],
