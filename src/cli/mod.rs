@@ -4,9 +4,12 @@ use clap::{Parser, Subcommand};
 
 pub mod cast;
 pub mod datapath;
+pub mod eval;
 pub mod formats;
 pub mod gemm;
+pub mod generate;
 pub mod hw;
+pub mod mc;
 pub mod perf;
 pub mod quantize;
 pub mod report;
@@ -40,6 +43,12 @@ pub enum Command {
     Gemm(Box<gemm::GemmArgs>),
     /// List datapath presets or show one's parameters.
     Datapath(datapath::DatapathArgs),
+    /// Greedy text generation with a Llama-family model (reference or quantized).
+    Generate(generate::GenerateArgs),
+    /// Perplexity, KL divergence and per-layer errors of a quantized model on a text.
+    Eval(eval::EvalArgs),
+    /// Zero-shot multiple-choice accuracy on JSONL tasks.
+    Mc(mc::McArgs),
 }
 
 /// Parse the process arguments, run the command, and return the process exit status:
@@ -73,5 +82,8 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
         Command::Report(a) => report::run(a),
         Command::Gemm(a) => gemm::run(*a),
         Command::Datapath(a) => datapath::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Mc(a) => mc::run(a),
     }
 }
