@@ -2,6 +2,13 @@
 //! `.npy` inputs (quantized along K here) or from already-quantized codes and scales (replay of
 //! exact hardware operands).
 //!
+//! With `--hw <core preset or TOML>`, D is computed in that tensor core's tiling
+//! ([`crate::sim::gemm_tiled`]: tile by tile, K step by K step, accumulators carried across K
+//! steps) and the cycle report of the same tiling is printed (and written with
+//! `--report-json`); the executed MMA instruction count must equal the tiling's. The datapath
+//! is the one the hardware uses for the operand schemes; an explicit `--datapath` that is a
+//! different configuration is rejected.
+//!
 //! Quantized operand layout (what `--dump-quantized DIR` writes and the `--*-codes/--*-scales`
 //! options read), all uint8 `.npy`, row-major:
 //! - `a_codes.npy`: M x K element codes of A (one code per byte, low bits for FP6/FP4);
@@ -11,10 +18,11 @@
 //! - `globals.json`: `{"a_global_scale": ..., "b_global_scale": ...}` (1 for MX; NVFP4's FP32
 //!   tensor scale or the pre-scale factor otherwise), read back with `--a-global/--b-global`.
 
-use crate::datapath::{gemm_with_stats, DatapathConfig, GemmStats};
+use crate::datapath::{gemm_stats, gemm_with_stats, DatapathConfig, GemmStats};
 use crate::error::{Error, Result};
 use crate::io::{read_npy, write_atomic, write_npy, NpyArray};
 use crate::mx::{quantize_f64, MxConfig, MxTensor, ScaleRule, Scheme};
+use crate::sim::{gemm_tiled, GemmReport, TensorCoreConfig, TiledGemm};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -54,9 +62,18 @@ pub struct GemmArgs {
     /// B's scheme.
     #[arg(long)]
     pub b_format: Scheme,
-    /// Datapath preset name (see `mxsim datapath list`) or a TOML file.
-    #[arg(long, default_value = "exact")]
-    pub datapath: String,
+    /// Datapath preset name (see `mxsim datapath list`) or a TOML file. Default: `exact`, or
+    /// with `--hw` the datapath the hardware uses for these schemes (an explicit `--datapath`
+    /// must then be the same configuration, or the command is rejected).
+    #[arg(long)]
+    pub datapath: Option<String>,
+    /// Tensor-core preset (see `mxsim hw list`) or TOML file: compute D in that hardware's
+    /// tiling and print its cycle report (same tiling, same instruction count).
+    #[arg(long)]
+    pub hw: Option<String>,
+    /// With `--hw`: write the cycle report as JSON.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
     /// Scale rule for quantizing float inputs (floor, ceil, even, rceil, prescale[:F], mse[:N], 4over6).
     #[arg(long, default_value = "floor")]
     pub scale_rule: ScaleRule,
@@ -82,13 +99,52 @@ pub struct GemmJob {
     pub c: Option<Vec<f32>>,
     /// The datapath.
     pub cfg: DatapathConfig,
+    /// The tensor core whose tiling the GEMM follows (`--hw`), if any.
+    pub hw: Option<TensorCoreConfig>,
 }
 
 impl GemmJob {
-    /// Compute D and the instruction statistics.
+    /// Compute D and the instruction statistics (datapath alone, no tiling).
     pub fn execute(&self) -> Result<(Vec<f32>, GemmStats)> {
         gemm_with_stats(&self.a, &self.b, self.c.as_deref(), &self.cfg)
     }
+
+    /// With `hw`: compute D in the hardware's tiling ([`gemm_tiled`]) together with the cycle
+    /// report of that tiling. `None` without `hw`.
+    pub fn execute_on_hw(&self) -> Result<Option<TiledGemm>> {
+        self.hw
+            .as_ref()
+            .map(|hw| gemm_tiled(hw, &self.a, &self.b, self.c.as_deref(), &self.cfg))
+            .transpose()
+    }
+}
+
+/// The datapath of a run: `--datapath` alone (default `exact`); with `--hw`, the datapath the
+/// hardware uses for `A x B`, which an explicit `--datapath` must equal (name aside).
+fn resolve_datapath(a: &GemmArgs) -> Result<(DatapathConfig, Option<TensorCoreConfig>)> {
+    let Some(hw) = &a.hw else {
+        if a.report_json.is_some() {
+            return Err(Error::invalid("--report-json needs --hw"));
+        }
+        return Ok((
+            DatapathConfig::load(a.datapath.as_deref().unwrap_or("exact"))?,
+            None,
+        ));
+    };
+    let core = TensorCoreConfig::load(hw)?;
+    let name = core.datapath_for(a.a_format, a.b_format)?;
+    let hw_cfg = DatapathConfig::load(&name)?;
+    if let Some(given) = &a.datapath {
+        let mut g = DatapathConfig::load(given)?;
+        g.name = hw_cfg.name.clone();
+        if g != hw_cfg {
+            return Err(Error::invalid(format!(
+                "--datapath {given} differs from datapath '{name}', which hardware '{}' uses for {} x {}; omit --datapath (or give '{name}') to run on this hardware",
+                core.name, a.a_format, a.b_format
+            )));
+        }
+    }
+    Ok((hw_cfg, Some(core)))
 }
 
 fn read_float_2d(p: &Path, what: &str) -> Result<(Vec<f64>, usize, usize)> {
@@ -169,7 +225,7 @@ fn replay_tensor(
 
 /// Build the job from the arguments (reads and validates every input; writes nothing).
 pub fn prepare(a: &GemmArgs) -> Result<GemmJob> {
-    let cfg = DatapathConfig::load(&a.datapath)?;
+    let (cfg, hw) = resolve_datapath(a)?;
     let block_a = a.block.unwrap_or(a.a_format.default_block());
     let block_b = a.block.unwrap_or(a.b_format.default_block());
     if block_a == 0 {
@@ -247,13 +303,50 @@ pub fn prepare(a: &GemmArgs) -> Result<GemmJob> {
         b: tb,
         c,
         cfg,
+        hw,
     })
 }
 
 /// Run `mxsim gemm`.
 pub fn run(args: GemmArgs) -> Result<i32> {
     let job = prepare(&args)?;
-    let (d, stats) = job.execute()?;
+    let (d, stats, tiled) = match job.execute_on_hw()? {
+        Some(t) => {
+            let (m, n, k) = (job.a.rows, job.b.rows, job.a.cols);
+            let st = gemm_stats(
+                &job.cfg,
+                (job.a.scheme, job.a.block_size),
+                (job.b.scheme, job.b.block_size),
+                m,
+                n,
+                k,
+            )?;
+            let TiledGemm {
+                d,
+                instructions,
+                datapath_ops,
+                report,
+            } = t;
+            (d, st, Some((instructions, datapath_ops, report)))
+        }
+        None => {
+            let (d, st) = job.execute()?;
+            (d, st, None)
+        }
+    };
+    let report_json = match (&tiled, &args.report_json) {
+        (Some((ins, ops, r)), Some(_)) => Some(
+            serde_json::to_vec_pretty(&serde_json::json!({
+                "hardware": job.hw.as_ref().map(|h| h.name.clone()),
+                "datapath": job.cfg.name,
+                "functional_mma_instructions": ins,
+                "functional_datapath_operations": ops,
+                "report": r,
+            }))
+            .map_err(|e| Error::invalid(format!("report JSON: {e}")))?,
+        ),
+        _ => None,
+    };
     // everything computed: now write (each file atomically)
     if let Some(dir) = &args.dump_quantized {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -291,5 +384,70 @@ pub fn run(args: GemmArgs) -> Result<i32> {
         job.cfg.name,
         stats.instructions_per_output
     );
+    if let (Some((ins, _, r)), Some(hw)) = (&tiled, &job.hw) {
+        print_report(hw, r, *ins);
+    }
+    if let (Some(p), Some(j)) = (&args.report_json, &report_json) {
+        write_atomic(p, j)?;
+    }
     Ok(0)
+}
+
+/// Print the cycle report of a `--hw` run.
+fn print_report(hw: &TensorCoreConfig, r: &GemmReport, functional_instructions: u64) {
+    let t = &r.tiling;
+    println!(
+        "hardware '{}' ({}, {} cores at {} GHz), datapath '{}'",
+        hw.name, t.dataflow, hw.cores, hw.clock_ghz, t.datapath
+    );
+    println!(
+        "tiling: tile {} x {} x {}{}, {} x {} tiles, {} K steps, {} waves, {} stage(s), loop {}; instruction {} x {} x {}: {} instructions (functional loop executed {})",
+        t.tile_m,
+        t.tile_n,
+        t.tile_k,
+        if t.swapped { " (swapped: C^T = B A^T)" } else { "" },
+        t.tiles_m,
+        t.tiles_n,
+        t.k_steps,
+        t.waves,
+        t.stages,
+        t.loop_order,
+        t.instr_m,
+        t.instr_n,
+        t.instr_k,
+        t.instructions,
+        functional_instructions
+    );
+    println!(
+        "cycles {} ({:.3} us), compute {} cycles, roofline {} cycles; MAC utilization {:.2}%, mapping efficiency {:.2}%, {:.3} TFLOP/s, {}-bound",
+        r.cycles,
+        r.time_s * 1e6,
+        r.compute_cycles,
+        r.roofline_cycles,
+        r.mac_utilization * 100.0,
+        r.mapping_efficiency * 100.0,
+        r.tflops,
+        r.bound
+    );
+    println!(
+        "bytes: off-chip read {} (scales {}), off-chip write {}, L2 {}, buffer reads {}; arithmetic intensity {:.3} FLOP/byte",
+        r.offchip_read_bytes,
+        r.offchip_scale_bytes,
+        r.offchip_write_bytes,
+        r.l2_bytes,
+        r.buffer_read_bytes,
+        r.arithmetic_intensity
+    );
+    let s = &r.stalls;
+    println!(
+        "stalls (cycles): compute {}, issue {}, buffer_bandwidth {}, offchip_bandwidth {}, l2_bandwidth {}, fill {}, pipeline {}, store {}",
+        s.compute, s.issue, s.buffer_bandwidth, s.offchip_bandwidth, s.l2_bandwidth, s.fill, s.pipeline, s.store
+    );
+    match &r.energy {
+        Some(e) => println!(
+            "energy: {:.6e} J (MAC {:.6e}, off-chip {:.6e}, L2 {:.6e}, buffer {:.6e})",
+            e.total_j, e.mac_j, e.offchip_j, e.l2_j, e.buffer_j
+        ),
+        None => println!("energy: not configured for this hardware"),
+    }
 }

@@ -239,7 +239,7 @@ impl Plan {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Term {
+pub(crate) struct Term {
     neg: bool,
     mag: u128,
     lsb: i32,
@@ -305,7 +305,7 @@ fn treat(t: &Term, l: i32, how: Shifted) -> u128 {
 /// Run one instruction on elements `start..start+len` with accumulator `acc` (in the
 /// accumulator format); returns the new accumulator.
 #[allow(clippy::too_many_arguments)]
-fn instruction(
+pub(crate) fn instruction(
     plan: &Plan,
     a: &OperandRow,
     b: &OperandRow,

@@ -24,6 +24,7 @@ mod config;
 mod engine;
 mod fast;
 pub mod float;
+mod step;
 pub mod wide;
 
 pub use config::{
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use engine::{global_alpha, instruction_chunks, OperandRow, Plan};
 pub use float::{FloatFormat, Fp, RoundMode};
+pub use step::{OutputAcc, Stepper};
 
 use crate::error::{Error, Result};
 use crate::mx::MxTensor;
