@@ -3,8 +3,16 @@
 use clap::{Parser, Subcommand};
 
 pub mod cast;
+pub mod datapath;
+pub mod eval;
+pub mod formats;
+pub mod gemm;
+pub mod generate;
 pub mod hw;
+pub mod mc;
 pub mod perf;
+pub mod quantize;
+pub mod report;
 pub mod vectors;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
@@ -25,6 +33,23 @@ pub enum Command {
     Hw(hw::HwArgs),
     /// Cycle estimate of every GEMM of an LLM on a tensor-core configuration.
     Perf(perf::PerfArgs),
+    /// Print every element and scale format's parameters and value set.
+    Formats(formats::FormatsArgs),
+    /// Block-quantize an array (MX or NVFP4) along an axis; print SQNR, max error and the
+    /// fraction of clipped blocks.
+    Quantize(quantize::QuantizeArgs),
+    /// The built-in quantization report: every scheme and scale rule on seeded LLM-like data.
+    Report(report::ReportArgs),
+    /// D = A x B + C through a bit-exact MX datapath model.
+    Gemm(Box<gemm::GemmArgs>),
+    /// List datapath presets or show one's parameters.
+    Datapath(datapath::DatapathArgs),
+    /// Greedy text generation with a Llama-family model (reference or quantized).
+    Generate(generate::GenerateArgs),
+    /// Perplexity, KL divergence and per-layer errors of a quantized model on a text.
+    Eval(eval::EvalArgs),
+    /// Zero-shot multiple-choice accuracy on JSONL tasks.
+    Mc(mc::McArgs),
     /// Generate golden RTL test vectors, or check a device's output dump against them.
     Vectors(vectors::VectorsArgs),
 }
@@ -55,6 +80,14 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
         Command::Cast(a) => cast::run(a),
         Command::Hw(a) => hw::run(a),
         Command::Perf(a) => perf::run(a),
+        Command::Formats(a) => formats::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Gemm(a) => gemm::run(*a),
+        Command::Datapath(a) => datapath::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Mc(a) => mc::run(a),
         Command::Vectors(a) => vectors::run(a),
     }
 }
