@@ -14,7 +14,11 @@ fn spec(op: Op, scheme: &str, dp: &str, level: Level) -> GenSpec {
 }
 
 fn field(p: &Pack, name: &str) -> usize {
-    p.manifest.fields.iter().position(|f| f.name == name).unwrap_or_else(|| panic!("no field {name}"))
+    p.manifest
+        .fields
+        .iter()
+        .position(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
 }
 
 #[test]
@@ -37,12 +41,25 @@ fn layouts_follow_the_datapath_instruction_and_blocks() {
         let m = &p.manifest;
         let dpi = m.datapath.as_ref().unwrap();
         assert_eq!(dpi.k, k, "{scheme} {dp}");
-        let eb = scheme.parse::<Scheme>().unwrap().element().bits().div_ceil(4) * 4;
-        assert_eq!(m.line_bits as usize, 2 * k * eb as usize + 2 * 8 * nsc + 64, "{scheme} {dp}");
+        let eb = scheme
+            .parse::<Scheme>()
+            .unwrap()
+            .element()
+            .bits()
+            .div_ceil(4)
+            * 4;
+        assert_eq!(
+            m.line_bits as usize,
+            2 * k * eb as usize + 2 * 8 * nsc + 64,
+            "{scheme} {dp}"
+        );
         assert_eq!(m.fields.last().unwrap().name, "d");
         let cfg = DatapathConfig::preset(dp).unwrap();
         let json = serde_json::to_string(&cfg).unwrap();
-        assert_eq!(dpi.sha256, mxsim::vectors::pack::sha256_hex(json.as_bytes()));
+        assert_eq!(
+            dpi.sha256,
+            mxsim::vectors::pack::sha256_hex(json.as_bytes())
+        );
         assert_eq!(dpi.preset, dp);
     }
 }
@@ -53,9 +70,19 @@ fn layouts_follow_the_datapath_instruction_and_blocks() {
 /// oracle. NaN operands or Inf x 0 give the preset's NaN; a zero product plus +0 is +0.
 #[test]
 fn every_code_pair_product_is_exact_on_every_preset() {
-    for dp in ["ocp-fp32", "mxdotp", "blackwell-mxf8f6f4", "hopper-fp8", "exact"] {
+    for dp in [
+        "ocp-fp32",
+        "mxdotp",
+        "blackwell-mxf8f6f4",
+        "hopper-fp8",
+        "exact",
+    ] {
         let nan_bits = DatapathConfig::preset(dp).unwrap().nan_bits;
-        for (scheme, fmt) in [("mxfp8_e4m3", Format::E4M3), ("mxfp4", Format::E2M1), ("mxfp6_e2m3", Format::E2M3)] {
+        for (scheme, fmt) in [
+            ("mxfp8_e4m3", Format::E4M3),
+            ("mxfp4", Format::E2M1),
+            ("mxfp6_e2m3", Format::E2M3),
+        ] {
             let p = generate(&spec(Op::Dot, scheme, dp, Level::Exhaustive)).unwrap();
             let k = p.manifest.datapath.as_ref().unwrap().k;
             let n = fmt.code_count() as usize;
@@ -68,16 +95,26 @@ fn every_code_pair_product_is_exact_on_every_preset() {
                     nan_bits
                 } else {
                     let pr = (a * b) as f32;
-                    if pr == 0.0 { 0 } else { pr.to_bits() }
+                    if pr == 0.0 {
+                        0
+                    } else {
+                        pr.to_bits()
+                    }
                 };
-                assert_eq!(row[id] as u32, want, "{dp} {scheme} {x:#x} x {y:#x} (K={k})");
+                assert_eq!(
+                    row[id] as u32, want,
+                    "{dp} {scheme} {x:#x} x {y:#x} (K={k})"
+                );
             }
         }
     }
 }
 
-fn find<'a>(p: &'a Pack, pred: impl Fn(&[u64]) -> bool) -> &'a Vec<u64> {
-    p.rows.iter().find(|r| pred(r)).expect("pattern vector present")
+fn find(p: &Pack, pred: impl Fn(&[u64]) -> bool) -> &Vec<u64> {
+    p.rows
+        .iter()
+        .find(|r| pred(r))
+        .expect("pattern vector present")
 }
 
 /// All-max E4M3 blocks: 32 products of 448 * 448 = 200704 sum to 6422528 (< 2^24, exact in
@@ -91,11 +128,20 @@ fn all_max_blocks_worked_examples() {
         ("mxdotp", 0x7F80_0000, 0),
     ] {
         let p = generate(&spec(Op::Dot, "mxfp8_e4m3", dp, Level::Two)).unwrap();
-        let (ia, isa, isb, ic, id) = (field(&p, "a0"), field(&p, "sa0"), field(&p, "sb0"), field(&p, "c"), field(&p, "d"));
+        let (ia, isa, isb, ic, id) = (
+            field(&p, "a0"),
+            field(&p, "sa0"),
+            field(&p, "sb0"),
+            field(&p, "c"),
+            field(&p, "d"),
+        );
         let ib = field(&p, "b0");
         let allmax = |sa: u64, sb: u64| {
             find(&p, |r| {
-                (0..32).all(|i| r[ia + i] == 0x7E && r[ib + i] == 0x7E) && r[isa] == sa && r[isb] == sb && r[ic] == 0
+                (0..32).all(|i| r[ia + i] == 0x7E && r[ib + i] == 0x7E)
+                    && r[isa] == sa
+                    && r[isb] == sb
+                    && r[ic] == 0
             })[id] as u32
         };
         assert_eq!(allmax(127, 127), 6422528.0f32.to_bits(), "{dp}");
@@ -116,7 +162,14 @@ fn fp32_tie_worked_examples() {
         ("blackwell-mxf8f6f4", 0x3F80_0001, 0x3F80_0000),
     ] {
         let p = generate(&spec(Op::Dot, "mxfp8_e4m3", dp, Level::One)).unwrap();
-        let (ia, ib, isa, isb, ic, id) = (field(&p, "a0"), field(&p, "b0"), field(&p, "sa0"), field(&p, "sb0"), field(&p, "c"), field(&p, "d"));
+        let (ia, ib, isa, isb, ic, id) = (
+            field(&p, "a0"),
+            field(&p, "b0"),
+            field(&p, "sa0"),
+            field(&p, "sb0"),
+            field(&p, "c"),
+            field(&p, "d"),
+        );
         let tie = |c: u64| {
             find(&p, |r| {
                 r[ic] == c
@@ -133,7 +186,10 @@ fn fp32_tie_worked_examples() {
 
 #[test]
 fn nan_scales_give_the_preset_nan() {
-    for (dp, nan) in [("ocp-fp32", 0x7FC0_0000u64), ("blackwell-mxf8f6f4", 0x7FFF_FFFF)] {
+    for (dp, nan) in [
+        ("ocp-fp32", 0x7FC0_0000u64),
+        ("blackwell-mxf8f6f4", 0x7FFF_FFFF),
+    ] {
         let p = generate(&spec(Op::Dot, "mxfp4", dp, Level::One)).unwrap();
         let (isa, id) = (field(&p, "sa0"), field(&p, "d"));
         let rows: Vec<_> = p.rows.iter().filter(|r| r[isa] == 0xFF).collect();
@@ -146,7 +202,11 @@ fn nan_scales_give_the_preset_nan() {
 /// the tile layout (a<i>_<k>, b<j>_<k>, c<i>_<j>, d<i>_<j>) against the one-output model.
 #[test]
 fn gemm_tile_outputs_equal_per_output_dots() {
-    for (scheme, dp) in [("mxfp8_e4m3", "blackwell-mxf8f6f4"), ("nvfp4", "blackwell-mxf4nvf4"), ("mxfp4", "mxdotp")] {
+    for (scheme, dp) in [
+        ("mxfp8_e4m3", "blackwell-mxf8f6f4"),
+        ("nvfp4", "blackwell-mxf4nvf4"),
+        ("mxfp4", "mxdotp"),
+    ] {
         let mut s = spec(Op::GemmTile, scheme, dp, Level::One);
         s.tile = Some((4, 3));
         s.count = Some(20);
@@ -164,17 +224,34 @@ fn gemm_tile_outputs_equal_per_output_dots() {
                     let sa0 = field(&p, &format!("sa{i}_0"));
                     let b0 = field(&p, &format!("b{j}_0"));
                     let sb0 = field(&p, &format!("sb{j}_0"));
-                    let codes = |at: usize, n: usize| r[at..at + n].iter().map(|&x| x as u8).collect::<Vec<u8>>();
-                    let (ac, asc, bc, bsc) = (codes(a0, k), codes(sa0, nsc), codes(b0, k), codes(sb0, nsc));
+                    let codes = |at: usize, n: usize| {
+                        r[at..at + n].iter().map(|&x| x as u8).collect::<Vec<u8>>()
+                    };
+                    let (ac, asc, bc, bsc) =
+                        (codes(a0, k), codes(sa0, nsc), codes(b0, k), codes(sb0, nsc));
                     let c = f32::from_bits(r[field(&p, &format!("c{i}_{j}"))] as u32);
                     let want = dot(
-                        OperandRow { scheme: sch, block_size: bs, codes: &ac, scales: &asc },
-                        OperandRow { scheme: sch, block_size: bs, codes: &bc, scales: &bsc },
+                        OperandRow {
+                            scheme: sch,
+                            block_size: bs,
+                            codes: &ac,
+                            scales: &asc,
+                        },
+                        OperandRow {
+                            scheme: sch,
+                            block_size: bs,
+                            codes: &bc,
+                            scales: &bsc,
+                        },
                         c,
                         &cfg,
                     )
                     .unwrap();
-                    assert_eq!(r[field(&p, &format!("d{i}_{j}"))] as u32, want.to_bits(), "{scheme} {dp} ({i},{j})");
+                    assert_eq!(
+                        r[field(&p, &format!("d{i}_{j}"))] as u32,
+                        want.to_bits(),
+                        "{scheme} {dp} ({i},{j})"
+                    );
                 }
             }
         }
@@ -187,4 +264,32 @@ fn dot_needs_a_datapath_and_rejects_unknown_ones() {
     assert!(generate(&s).unwrap_err().to_string().contains("--datapath"));
     let s = spec(Op::Dot, "mxfp8_e4m3", "no-such-chip", Level::One);
     assert!(generate(&s).is_err());
+}
+
+/// Operands of different formats (Blackwell mxf8f6f4 takes FP8 x FP4), and a datapath from a
+/// TOML file rather than a preset name: the manifest names the file and hashes the config, and
+/// the file's outputs equal the preset's when the content is the same.
+#[test]
+fn mixed_formats_and_config_files() {
+    let mut s = spec(Op::Dot, "mxfp8_e4m3", "blackwell-mxf8f6f4", Level::One);
+    s.b_format = Some("mxfp4".into());
+    s.count = Some(50);
+    let p = generate(&s).unwrap();
+    assert_eq!(p.manifest.formats["a"], "mxfp8_e4m3");
+    assert_eq!(p.manifest.formats["b"], "mxfp4");
+    // 32 8-bit A codes, 32 4-bit B codes, two scales, c, d
+    assert_eq!(p.manifest.line_bits, 32 * 8 + 32 * 4 + 16 + 64);
+
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("chip.toml");
+    std::fs::write(&f, DatapathConfig::preset("mxdotp").unwrap().to_toml()).unwrap();
+    let mut from_file = spec(Op::Dot, "mxfp4", f.to_str().unwrap(), Level::One);
+    from_file.count = Some(50);
+    let mut from_preset = spec(Op::Dot, "mxfp4", "mxdotp", Level::One);
+    from_preset.count = Some(50);
+    let (pf, pp) = (generate(&from_file).unwrap(), generate(&from_preset).unwrap());
+    assert_eq!(pf.rows, pp.rows);
+    let (df, dp) = (pf.manifest.datapath.unwrap(), pp.manifest.datapath.unwrap());
+    assert_eq!(df.sha256, dp.sha256);
+    assert!(df.preset.contains("chip.toml"), "{}", df.preset);
 }

@@ -28,7 +28,10 @@ fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
         })
         .collect();
     v.sort();
@@ -50,7 +53,11 @@ fn committed_pack_regenerates_byte_for_byte() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(o.status.success(), "{dir}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let fresh = files_of(&out);
         let committed = files_of(&root().join("rtl-vectors").join(dir));
         let names = |v: &[(String, Vec<u8>)]| v.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
@@ -69,7 +76,8 @@ fn committed_packs_pass_their_own_check() {
     for (dir, _) in packs() {
         let d = root().join("rtl-vectors").join(&dir);
         let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap())
+                .unwrap();
         let op = m["op"].as_str().unwrap();
         let o = Command::new(env!("CARGO_BIN_EXE_mxsim"))
             .args(["vectors", "check"])
@@ -78,7 +86,12 @@ fn committed_packs_pass_their_own_check() {
             .arg(d.join(format!("{op}.hex")))
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{dir}: {}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{dir}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
 }
 
@@ -91,7 +104,10 @@ fn run_rtl(broken: bool) -> (i32, String) {
     if broken {
         c.arg("--broken");
     }
-    let o = c.env("MXSIM", env!("CARGO_BIN_EXE_mxsim")).output().unwrap();
+    let o = c
+        .env("MXSIM", env!("CARGO_BIN_EXE_mxsim"))
+        .output()
+        .unwrap();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
@@ -103,7 +119,9 @@ fn run_rtl(broken: bool) -> (i32, String) {
 #[test]
 fn rtl_dot_unit_passes_and_broken_variant_is_caught() {
     if !have_iverilog() {
-        eprintln!("iverilog not installed: RTL flow not run here (scripts/rtl_check.sh installs it)");
+        eprintln!(
+            "iverilog not installed: RTL flow not run here (scripts/rtl_check.sh installs it)"
+        );
         return;
     }
     let (code, out) = run_rtl(false);

@@ -119,16 +119,40 @@ pub fn tile_layout(s: &DotShape, m: usize, n: usize) -> Layout {
     let (ea, eb) = (s.a.element(), s.b.element());
     let mut l = LayoutBuilder::default();
     for i in 0..m {
-        l = l.array(&format!("a{i}_"), s.k, Dir::In, ea.bits(), FieldKind::Code(ea));
+        l = l.array(
+            &format!("a{i}_"),
+            s.k,
+            Dir::In,
+            ea.bits(),
+            FieldKind::Code(ea),
+        );
     }
     for i in 0..m {
-        l = l.array(&format!("sa{i}_"), na, Dir::In, 8, FieldKind::Code(s.a.scale_format()));
+        l = l.array(
+            &format!("sa{i}_"),
+            na,
+            Dir::In,
+            8,
+            FieldKind::Code(s.a.scale_format()),
+        );
     }
     for j in 0..n {
-        l = l.array(&format!("b{j}_"), s.k, Dir::In, eb.bits(), FieldKind::Code(eb));
+        l = l.array(
+            &format!("b{j}_"),
+            s.k,
+            Dir::In,
+            eb.bits(),
+            FieldKind::Code(eb),
+        );
     }
     for j in 0..n {
-        l = l.array(&format!("sb{j}_"), nb, Dir::In, 8, FieldKind::Code(s.b.scale_format()));
+        l = l.array(
+            &format!("sb{j}_"),
+            nb,
+            Dir::In,
+            8,
+            FieldKind::Code(s.b.scale_format()),
+        );
     }
     for i in 0..m {
         l = l.array(&format!("c{i}_"), n, Dir::In, 32, FieldKind::F32);
@@ -287,7 +311,11 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
     let zero = |n| vec![0u8; n];
     // zero blocks with every special accumulator
     for &c in &C_SPECIALS {
-        out.push(DotCase { a: bld.a(zero(k), ua), b: bld.b(zero(k), ub), c });
+        out.push(DotCase {
+            a: bld.a(zero(k), ua),
+            b: bld.b(zero(k), ub),
+            c,
+        });
     }
     // one-hot: every special code pair at one position (both operands' patterns crossed)
     let (pa, pb) = (special_codes(fa), special_codes(fb));
@@ -301,7 +329,11 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
                 let (mut ac, mut bc) = (zero(k), zero(k));
                 ac[p] = x;
                 bc[p] = y;
-                out.push(DotCase { a: bld.a(ac, ua), b: bld.b(bc, ub), c: 0 });
+                out.push(DotCase {
+                    a: bld.a(ac, ua),
+                    b: bld.b(bc, ub),
+                    c: 0,
+                });
             }
         }
     }
@@ -311,9 +343,17 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
         Level::One => sca
             .iter()
             .enumerate()
-            .flat_map(|(i, &x)| [(x, scb[i % scb.len()]), (x, scb[scb.len() - 1 - i % scb.len()])])
+            .flat_map(|(i, &x)| {
+                [
+                    (x, scb[i % scb.len()]),
+                    (x, scb[scb.len() - 1 - i % scb.len()]),
+                ]
+            })
             .collect(),
-        _ => sca.iter().flat_map(|&x| scb.iter().map(move |&y| (x, y))).collect(),
+        _ => sca
+            .iter()
+            .flat_map(|&x| scb.iter().map(move |&y| (x, y)))
+            .collect(),
     };
     for &(x, y) in &pairs {
         out.push(DotCase {
@@ -327,20 +367,37 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
             let (mut ac, mut bc) = (zero(k), zero(k));
             ac[0] = oa;
             bc[0] = ob;
-            out.push(DotCase { a: bld.a(ac, x), b: bld.b(bc, y), c: 0x3F80_0000 });
+            out.push(DotCase {
+                a: bld.a(ac, x),
+                b: bld.b(bc, y),
+                c: 0x3F80_0000,
+            });
         }
     }
     // cancelling signs: a_i * b_i = +m, -m, +m, ... sums to zero exactly; with a +-0 or tiny C
     // (the sign of an exact zero), and with one small product left over (massive cancellation)
-    for &(x, y) in &[(max_code(fa), max_code(fb)), (smallest_code(fa), smallest_code(fb))] {
-        let ac: Vec<u8> = (0..k).map(|i| if i % 2 == 0 { x } else { neg(fa, x) }).collect();
+    for &(x, y) in &[
+        (max_code(fa), max_code(fb)),
+        (smallest_code(fa), smallest_code(fb)),
+    ] {
+        let ac: Vec<u8> = (0..k)
+            .map(|i| if i % 2 == 0 { x } else { neg(fa, x) })
+            .collect();
         let bc = vec![y; k];
         for c in [0u32, 0x8000_0000, 0x0000_0001, 0x3F80_0000] {
-            out.push(DotCase { a: bld.a(ac.clone(), ua), b: bld.b(bc.clone(), ub), c });
+            out.push(DotCase {
+                a: bld.a(ac.clone(), ua),
+                b: bld.b(bc.clone(), ub),
+                c,
+            });
         }
         let mut ac2 = ac.clone();
         ac2[k - 1] = smallest_code(fa);
-        out.push(DotCase { a: bld.a(ac2, ua), b: bld.b(bc, ub), c: 0 });
+        out.push(DotCase {
+            a: bld.a(ac2, ua),
+            b: bld.b(bc, ub),
+            c: 0,
+        });
     }
     // products spanning more than any alignment window: the largest product and the smallest
     // ones in the same instruction, in both orders, plus a far-away accumulator
@@ -352,7 +409,11 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
         ac[big] = max_code(fa);
         bc[big] = max_code(fb);
         for c in [0u32, 0x3F80_0000, 0xCB80_0000, 0x0080_0000] {
-            out.push(DotCase { a: bld.a(ac.clone(), ua), b: bld.b(bc.clone(), ub), c });
+            out.push(DotCase {
+                a: bld.a(ac.clone(), ua),
+                b: bld.b(bc.clone(), ub),
+                c,
+            });
         }
         // the same with the small products negative: the truncation direction matters
         let ac2: Vec<u8> = ac
@@ -360,7 +421,11 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
             .enumerate()
             .map(|(i, &x)| if i == big { x } else { neg(fa, x) })
             .collect();
-        out.push(DotCase { a: bld.a(ac2, ua), b: bld.b(bc.clone(), ub), c: 0 });
+        out.push(DotCase {
+            a: bld.a(ac2, ua),
+            b: bld.b(bc.clone(), ub),
+            c: 0,
+        });
     }
     // accumulator far above / far below the products (MXDOTP's reach, alignment with C)
     if let (Some(oa), Some(ob)) = (code_of(fa, 1.0), code_of(fb, 1.0)) {
@@ -374,7 +439,11 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
                 bc[1] = neg(fb, ob);
                 ac[2] = oa;
                 bc[2] = ob;
-                out.push(DotCase { a: bld.a(ac, ua), b: bld.b(bc, ub), c });
+                out.push(DotCase {
+                    a: bld.a(ac, ua),
+                    b: bld.b(bc, ub),
+                    c,
+                });
             }
         }
         // FP32 rounding boundaries: C = 2^e * (1 + j ulp) plus products summing to exactly
@@ -400,8 +469,16 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
                     bc[0] = ob;
                     ac[1] = ta;
                     bc[1] = tb;
-                    out.push(DotCase { a: bld.a(ac.clone(), xa), b: bld.b(bc.clone(), xb), c });
-                    out.push(DotCase { a: bld.a(ac, xa), b: bld.b(bc, xb), c: c ^ 0x8000_0000 });
+                    out.push(DotCase {
+                        a: bld.a(ac.clone(), xa),
+                        b: bld.b(bc.clone(), xb),
+                        c,
+                    });
+                    out.push(DotCase {
+                        a: bld.a(ac, xa),
+                        b: bld.b(bc, xb),
+                        c: c ^ 0x8000_0000,
+                    });
                 }
             }
         }
@@ -410,7 +487,10 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
     for fmt_side in [0, 1] {
         let f = if fmt_side == 0 { fa } else { fb };
         for c in special_codes(f) {
-            if !matches!(crate::format::decode_parts(f, c), Decoded::Nan | Decoded::Inf { .. }) {
+            if !matches!(
+                crate::format::decode_parts(f, c),
+                Decoded::Nan | Decoded::Inf { .. }
+            ) {
                 continue;
             }
             let (mut ac, mut bc) = (vec![max_code(fa); k], vec![max_code(fb); k]);
@@ -420,12 +500,24 @@ pub fn dot_patterns(s: &DotShape, level: Level) -> Vec<DotCase> {
             } else {
                 bc[k - 1] = c;
             }
-            out.push(DotCase { a: bld.a(ac, ua), b: bld.b(bc, ub), c: 0 });
+            out.push(DotCase {
+                a: bld.a(ac, ua),
+                b: bld.b(bc, ub),
+                c: 0,
+            });
         }
     }
     let nan_a = if sfa == Format::E8M0 { 0xFF } else { 0x7F };
-    out.push(DotCase { a: bld.a(vec![max_code(fa); k], nan_a), b: bld.b(vec![0; k], ub), c: 0 });
-    out.push(DotCase { a: bld.a(zero(k), ua), b: bld.b(zero(k), ub), c: 0x7FC0_0000 });
+    out.push(DotCase {
+        a: bld.a(vec![max_code(fa); k], nan_a),
+        b: bld.b(vec![0; k], ub),
+        c: 0,
+    });
+    out.push(DotCase {
+        a: bld.a(zero(k), ua),
+        b: bld.b(zero(k), ub),
+        c: 0x7FC0_0000,
+    });
     out
 }
 
@@ -438,7 +530,12 @@ pub fn random_dot(s: &DotShape, rng: &mut ChaCha8Rng) -> DotCase {
     let code = |rng: &mut ChaCha8Rng, f: Format| -> u8 {
         let r = rng.next_u64();
         let c = (r % f.code_count() as u64) as u8;
-        if (r >> 32) % 64 != 0 && matches!(crate::format::decode_parts(f, c), Decoded::Nan | Decoded::Inf { .. }) {
+        if (r >> 32) % 64 != 0
+            && matches!(
+                crate::format::decode_parts(f, c),
+                Decoded::Nan | Decoded::Inf { .. }
+            )
+        {
             0
         } else {
             c
@@ -472,7 +569,9 @@ pub fn random_dot(s: &DotShape, rng: &mut ChaCha8Rng) -> DotCase {
     } else {
         let e = ilog2_max(fa) + ilog2_max(fb) + 4 - (below(rng, 40) as i32);
         let e = e.clamp(-126, 127);
-        ((r as u32 >> 8) & 0x8000_0000) | (((e + 127) as u32) << 23) | ((r >> 40) as u32 & 0x7F_FFFF)
+        ((r as u32 >> 8) & 0x8000_0000)
+            | (((e + 127) as u32) << 23)
+            | ((r >> 40) as u32 & 0x7F_FFFF)
     };
     DotCase { a, b, c }
 }
@@ -485,14 +584,21 @@ fn ilog2_max(f: Format) -> i32 {
 fn every_pair(s: &DotShape) -> Vec<DotCase> {
     let (fa, fb) = (s.a.element(), s.b.element());
     let bld = Builder { s };
-    let (ua, ub) = (unit_scale(s.a.scale_format()), unit_scale(s.b.scale_format()));
+    let (ua, ub) = (
+        unit_scale(s.a.scale_format()),
+        unit_scale(s.b.scale_format()),
+    );
     let mut out = Vec::new();
     for x in 0..fa.code_count() {
         for y in 0..fb.code_count() {
             let (mut ac, mut bc) = (vec![0u8; s.k], vec![0u8; s.k]);
             ac[0] = x as u8;
             bc[0] = y as u8;
-            out.push(DotCase { a: bld.a(ac, ua), b: bld.b(bc, ub), c: 0 });
+            out.push(DotCase {
+                a: bld.a(ac, ua),
+                b: bld.b(bc, ub),
+                c: 0,
+            });
         }
     }
     out
@@ -500,10 +606,12 @@ fn every_pair(s: &DotShape) -> Vec<DotCase> {
 
 /// The datapath a spec names, with its name and hash for the manifest.
 pub fn load_datapath(spec: &GenSpec) -> Result<(DatapathConfig, DatapathInfo)> {
-    let name = spec
-        .datapath
-        .as_deref()
-        .ok_or_else(|| Error::invalid(format!("--op {} needs --datapath <preset|file.toml>", spec.op)))?;
+    let name = spec.datapath.as_deref().ok_or_else(|| {
+        Error::invalid(format!(
+            "--op {} needs --datapath <preset|file.toml>",
+            spec.op
+        ))
+    })?;
     let cfg = DatapathConfig::load(name)?;
     let json = serde_json::to_string(&cfg)
         .map_err(|e| Error::invalid(format!("cannot serialize datapath config: {e}")))?;
@@ -527,7 +635,12 @@ pub fn operand_schemes(spec: &GenSpec) -> Result<(Scheme, Scheme)> {
     let pick = |x: &Option<String>, side: &str| -> Result<Scheme> {
         x.as_deref()
             .or(spec.format.as_deref())
-            .ok_or_else(|| Error::invalid(format!("--op {} needs --format or --{side}-format", spec.op)))?
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "--op {} needs --format or --{side}-format",
+                    spec.op
+                ))
+            })?
             .parse()
     };
     Ok((pick(&spec.a_format, "a")?, pick(&spec.b_format, "b")?))
@@ -563,7 +676,10 @@ pub fn generate(spec: &GenSpec) -> Result<Pack> {
     let (ba, bb) = (a.default_block(), b.default_block());
     let k = vector_k(&cfg, a, ba, b, bb)?;
     if k > 512 {
-        return Err(Error::invalid(format!("datapath '{}' gives K = {k} per vector; at most 512 supported", cfg.name)));
+        return Err(Error::invalid(format!(
+            "datapath '{}' gives K = {k} per vector; at most 512 supported",
+            cfg.name
+        )));
     }
     info.k = k;
     let s = DotShape { a, b, ba, bb, k };
@@ -583,7 +699,9 @@ pub fn generate(spec: &GenSpec) -> Result<Pack> {
                 let pick = |i: usize| &cases[(t * m.max(n) + i) % cases.len()];
                 let ta = tensor(a, ba, k, (0..m).map(|i| &pick(i).a));
                 let tb = tensor(b, bb, k, (0..n).map(|j| &pick(j).b));
-                let c: Vec<f32> = (0..m * n).map(|x| f32::from_bits(pick(x % m.max(n)).c)).collect();
+                let c: Vec<f32> = (0..m * n)
+                    .map(|x| f32::from_bits(pick(x % m.max(n)).c))
+                    .collect();
                 let d = datapath::gemm(&ta, &tb, Some(&c), &cfg)?;
                 let mut r: Vec<u64> = Vec::new();
                 r.extend(ta.codes.iter().map(|&x| x as u64));
@@ -600,7 +718,12 @@ pub fn generate(spec: &GenSpec) -> Result<Pack> {
             let layout = dot_layout(&s);
             let mut rows = Vec::with_capacity(cases.len());
             for cs in &cases {
-                let d = datapath::dot(row(a, ba, &cs.a), row(b, bb, &cs.b), f32::from_bits(cs.c), &cfg)?;
+                let d = datapath::dot(
+                    row(a, ba, &cs.a),
+                    row(b, bb, &cs.b),
+                    f32::from_bits(cs.c),
+                    &cfg,
+                )?;
                 let mut r: Vec<u64> = Vec::new();
                 r.extend(cs.a.codes.iter().map(|&x| x as u64));
                 r.extend(cs.a.scales.iter().map(|&x| x as u64));
@@ -645,7 +768,12 @@ pub fn generate(spec: &GenSpec) -> Result<Pack> {
 }
 
 /// Stack operand rows into an unquantized-free [`MxTensor`] (codes and scales as given).
-fn tensor<'a>(scheme: Scheme, bs: usize, k: usize, rows: impl Iterator<Item = &'a Operand>) -> MxTensor {
+fn tensor<'a>(
+    scheme: Scheme,
+    bs: usize,
+    k: usize,
+    rows: impl Iterator<Item = &'a Operand>,
+) -> MxTensor {
     let mut codes = Vec::new();
     let mut scales = Vec::new();
     let mut n = 0;
