@@ -17,6 +17,17 @@ if ! "$PY" -c 'import numpy, ml_dtypes' >/dev/null 2>&1; then
     "$PY" -m pip install --quiet numpy ml_dtypes
 fi
 
+# the RTL proof of the golden vectors runs on Icarus Verilog (Debian package)
+if ! command -v iverilog >/dev/null 2>&1; then
+    echo "test.sh: installing iverilog with apt-get"
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get update -qq && apt-get install -y -qq iverilog
+    else
+        sudo apt-get update -qq && sudo apt-get install -y -qq iverilog
+    fi
+fi
+export MXSIM_REQUIRE_RTL=1
+
 # profile.test builds with opt-level 2, so the exhaustive tests run fast without --release
 echo "test.sh: cargo test"
 cargo test

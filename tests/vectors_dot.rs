@@ -287,7 +287,10 @@ fn mixed_formats_and_config_files() {
     from_file.count = Some(50);
     let mut from_preset = spec(Op::Dot, "mxfp4", "mxdotp", Level::One);
     from_preset.count = Some(50);
-    let (pf, pp) = (generate(&from_file).unwrap(), generate(&from_preset).unwrap());
+    let (pf, pp) = (
+        generate(&from_file).unwrap(),
+        generate(&from_preset).unwrap(),
+    );
     assert_eq!(pf.rows, pp.rows);
     let (df, dp) = (pf.manifest.datapath.unwrap(), pp.manifest.datapath.unwrap());
     assert_eq!(df.sha256, dp.sha256);
