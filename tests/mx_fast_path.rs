@@ -60,7 +60,7 @@ fn assert_packed_same(values: &[f32], rows: usize, cols: usize, cfg: &MxConfig, 
     check("quantize_packed", &p.scales, &p.packed, p.clipped_blocks);
     if cfg.scheme == Scheme::Mxfp4 && cfg.zero_block == ZeroBlock::Smallest && cfg.block_size == 32
     {
-        let p = fast::quantize_mxfp4_packed(values, rows, cols, cfg.rule.clone()).unwrap();
+        let p = fast::quantize_mxfp4_packed(values, rows, cols, cfg.rule).unwrap();
         check(
             "quantize_mxfp4_packed",
             &p.scales,
