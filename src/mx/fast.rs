@@ -22,6 +22,15 @@
 //!
 //! The loops are branch-free and auto-vectorize; on x86-64 an AVX2 copy of each kernel is
 //! selected at run time when the CPU has AVX2.
+//!
+//! For the standard block of 32 (row length a multiple of 32), fused kernels
+//! ([`quantize_packed_rows`], [`quantize_packed`], [`quantize_mxfp4_packed`]) write the final
+//! packed bytes in one pass (FP4 two per byte, element `2j` in the low nibble of byte `j`, as
+//! [`super::pack`] documents). The x86-64 AVX2 version computes the block maximum with vector
+//! integer max, and the element codes of eight values at a time as the sum of two roundings
+//! (see `avx2::fp4_mag`): the integer RNE of `max(|y|, 1)` and the float32 magic-number RNE of
+//! `min(|y|, 1)`; saturation and the sign bit are applied per byte after narrowing. Every
+//! kernel gives the same bits as the generic path (tested, each kernel separately).
 
 use super::{MxConfig, MxTensor, ScaleRule, Scheme, ZeroBlock};
 use crate::format::{decode_f32, Format, Rounding};
@@ -709,7 +718,7 @@ pub fn quantize_mxfp4_packed(
     )
 }
 
-/// Whether [`dequantize_into`] serves tensor `t`: E8M0 scales (every MX scheme) and a global
+/// Whether [`dequantize_rows`] serves tensor `t`: E8M0 scales (every MX scheme) and a global
 /// factor of exactly 1.
 pub fn dequant_eligible(t: &MxTensor) -> bool {
     t.scheme.scale_format() == Format::E8M0 && t.global_scale == 1.0
