@@ -3,7 +3,7 @@
 //! runs on one thread (a one-thread rayon pool), so figures are per core.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use mxsim::mx::fast::{dequantize_rows, quantize_rows};
+use mxsim::mx::fast::{dequantize_rows, quantize_packed_rows, quantize_rows, Kernel};
 use mxsim::mx::pack::{pack_codes, unpack_codes};
 use mxsim::mx::{quantize_generic, MxConfig, Scheme};
 use std::time::Duration;
@@ -53,12 +53,45 @@ fn bench(c: &mut Criterion) {
         let bpr = COLS.div_ceil(32);
         let mut codes = vec![0u8; n];
         let mut scales = vec![0u8; ROWS * bpr];
+        let ob = if bits == 4 { n / 2 } else { n };
+        let mut packed = vec![0u8; ob];
+        // fused single-pass kernel (AVX2 where available), writing the packed bytes directly
         g.bench_function(format!("{scheme}_quantize_packed_fast"), |b| {
+            b.iter(|| {
+                quantize_packed_rows(
+                    black_box(&x),
+                    COLS,
+                    &cfg,
+                    &mut scales,
+                    &mut packed,
+                    Kernel::Auto,
+                )
+                .unwrap();
+                black_box(&packed);
+            })
+        });
+        g.bench_function(format!("{scheme}_quantize_packed_fast_portable"), |b| {
+            b.iter(|| {
+                quantize_packed_rows(
+                    black_box(&x),
+                    COLS,
+                    &cfg,
+                    &mut scales,
+                    &mut packed,
+                    Kernel::Portable,
+                )
+                .unwrap();
+                black_box(&packed);
+            })
+        });
+        // two passes: one code per byte, then pack_codes (allocates its output)
+        g.bench_function(format!("{scheme}_quantize_then_pack"), |b| {
             b.iter(|| {
                 quantize_rows(black_box(&x), COLS, &cfg, &mut codes, &mut scales);
                 black_box(pack_codes(&codes, bits))
             })
         });
+        quantize_rows(&x, COLS, &cfg, &mut codes, &mut scales);
         let packed = pack_codes(&codes, bits);
         let mut out = vec![0.0f32; n];
         g.bench_function(format!("{scheme}_dequantize_packed_fast"), |b| {

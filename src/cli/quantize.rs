@@ -5,9 +5,12 @@
 use crate::error::{Error, Result};
 use crate::format::Rounding;
 use crate::io::{read_npy, write_atomic, write_npy, NpyArray, NpyData};
+use crate::mx::fast;
 use crate::mx::layout::{move_axis_last, move_last_to_axis, resolve_axis};
-use crate::mx::pack::to_packed_bytes;
-use crate::mx::{quantize, quantize_f64, MxConfig, NvScaleApply, ScaleRule, Scheme, ZeroBlock};
+use crate::mx::pack::{packed_file_bytes, to_packed_bytes, unpack_codes};
+use crate::mx::{
+    quantize, quantize_f64, MxConfig, MxTensor, NvScaleApply, ScaleRule, Scheme, ZeroBlock,
+};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -92,7 +95,26 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
 
     let original = input.to_f64();
     let moved_orig = move_axis_last(&original, &shape, axis);
+    // packed sections straight from the fused kernels when the fast path serves the config
+    let mut fused_packed = None;
     let (t, out_data) = match &input.data {
+        NpyData::F32(v) if a.packed.is_some() && fast::eligible(&cfg) => {
+            let moved = move_axis_last(v, &shape, axis);
+            let p = fast::quantize_packed(&moved, rows, cols, &cfg)?;
+            let t = MxTensor {
+                scheme: cfg.scheme,
+                block_size: cfg.block_size,
+                rows,
+                cols,
+                codes: unpack_codes(&p.packed, cfg.scheme.element().bits(), rows * cols)?,
+                scales: p.scales.clone(),
+                global_scale: 1.0,
+                clipped_blocks: p.clipped_blocks,
+            };
+            fused_packed = Some(p);
+            let deq = move_last_to_axis(&t.dequantize(), &shape, axis);
+            (t, NpyData::F32(deq))
+        }
         NpyData::F32(v) => {
             let moved = move_axis_last(v, &shape, axis);
             let t = quantize(&moved, rows, cols, &cfg)?;
@@ -119,7 +141,18 @@ pub fn run(a: QuantizeArgs) -> Result<i32> {
         NpyArray::u8(sshape, s)
     });
     let packed = match &a.packed {
-        Some(_) => Some(to_packed_bytes(&t, &shape, axis)?),
+        Some(_) => Some(match &fused_packed {
+            Some(p) => packed_file_bytes(
+                t.scheme,
+                t.block_size,
+                t.global_scale,
+                &p.scales,
+                &p.packed,
+                &shape,
+                axis,
+            )?,
+            None => to_packed_bytes(&t, &shape, axis)?,
+        }),
         None => None,
     };
     write_npy(

@@ -143,39 +143,72 @@ pub struct PackedFile {
 /// array (the product of `shape` must be `t.rows * t.cols` and `shape[axis]` must be
 /// `t.cols`).
 pub fn to_packed_bytes(t: &MxTensor, shape: &[usize], axis: usize) -> Result<Vec<u8>> {
+    let bits = t.scheme.element().bits();
+    let packed = pack_codes(&t.codes, bits);
+    packed_file_bytes(
+        t.scheme,
+        t.block_size,
+        t.global_scale,
+        &t.scales,
+        &packed,
+        shape,
+        axis,
+    )
+}
+
+/// Serialize already packed sections as a packed file (the same bytes as
+/// [`to_packed_bytes`] of the equivalent tensor): `scales` one byte per block of the blocked
+/// layout, `packed` the element codes as [`pack_codes`] packs them (for instance from
+/// [`super::fast::quantize_packed`]); `shape` and `axis` describe the original array.
+pub fn packed_file_bytes(
+    scheme: Scheme,
+    block_size: usize,
+    global_scale: f64,
+    scales: &[u8],
+    packed: &[u8],
+    shape: &[usize],
+    axis: usize,
+) -> Result<Vec<u8>> {
     if shape.is_empty() || shape.len() > 32 || axis >= shape.len() {
         return Err(Error::invalid(
             "packed file needs 1..=32 dimensions and a valid axis",
         ));
     }
-    if shape.iter().product::<usize>() != t.rows * t.cols || shape[axis] != t.cols {
+    let bits = scheme.element().bits();
+    let n: usize = shape.iter().product();
+    let cols = shape[axis];
+    let bpr = if cols == 0 || block_size == 0 {
+        0
+    } else {
+        cols.div_ceil(block_size)
+    };
+    if scales.len() != n.checked_div(cols).unwrap_or(0) * bpr || packed.len() != packed_len(n, bits)
+    {
         return Err(Error::invalid(
             "packed file shape does not match the tensor",
         ));
     }
-    let bits = t.scheme.element().bits();
-    let packed = pack_codes(&t.codes, bits);
-    let mut out = Vec::with_capacity(40 + 8 * shape.len() + t.scales.len() + packed.len());
+    let mut out = Vec::with_capacity(40 + 8 * shape.len() + scales.len() + packed.len());
     out.extend_from_slice(MAGIC);
     let id = Scheme::ALL
         .iter()
-        .position(|&s| s == t.scheme)
+        .position(|&s| s == scheme)
         .expect("every scheme is in Scheme::ALL") as u8;
     out.push(id);
     out.push(bits as u8);
     out.push(shape.len() as u8);
     out.push(axis as u8);
-    let bs = u32::try_from(t.block_size)
+    let bs = u32::try_from(block_size)
         .map_err(|_| Error::invalid("block size does not fit the packed file's 32-bit field"))?;
     out.extend_from_slice(&bs.to_le_bytes());
-    out.extend_from_slice(&t.global_scale.to_le_bytes());
+    out.extend_from_slice(&global_scale.to_le_bytes());
     for &d in shape {
         out.extend_from_slice(&(d as u64).to_le_bytes());
     }
-    out.extend_from_slice(&(t.scales.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(scales.len() as u64).to_le_bytes());
     out.extend_from_slice(&(packed.len() as u64).to_le_bytes());
-    out.extend_from_slice(&t.scales);
-    out.extend_from_slice(&packed);
+    out.extend_from_slice(scales);
+    out.extend_from_slice(packed);
     Ok(out)
 }
 
