@@ -240,10 +240,10 @@ impl Plan {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Term {
-    neg: bool,
-    mag: u128,
-    lsb: i32,
-    refe: i32,
+    pub(crate) neg: bool,
+    pub(crate) mag: u128,
+    pub(crate) lsb: i32,
+    pub(crate) refe: i32,
 }
 
 fn msb(mag: u128, lsb: i32) -> i32 {
@@ -281,7 +281,7 @@ impl Zeros {
 }
 
 /// Apply the shifted-out treatment to a term whose lsb is below the window lsb `l`.
-fn treat(t: &Term, l: i32, how: Shifted) -> u128 {
+pub(crate) fn treat(t: &Term, l: i32, how: Shifted) -> u128 {
     if t.lsb >= l {
         return t.mag;
     }

@@ -9,11 +9,13 @@
 
 use super::config::{AccJoin, DatapathConfig, ScaleAt};
 use super::engine::{dot_general, epilogue, El, Plan, Sc};
-use super::float::{add_exact, round_fp, round_parts, Fp};
+use super::float::{add_exact, round_fp, round_parts, FloatFormat, Fp, RoundMode};
 use super::wide::Wide;
 use crate::error::Result;
 use crate::mx::MxTensor;
 use rayon::prelude::*;
+
+use super::fast_bounded::{has_avx2, idot16, idot32, idot64};
 
 /// Which exact-block shape a plan has.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,15 +103,67 @@ fn fixed(t: &MxTensor, lut: &[El; 256], slut: &[Sc; 256]) -> Option<Fixed> {
     })
 }
 
-/// The per-output state.
-#[derive(Clone)]
-enum State {
-    Wide(Box<Wide>),
-    Fp(Fp),
+/// The exact IEEE sum `a + b` rounded once into `fmt`: equal to [`add_exact`], in 128-bit
+/// integers when the exponents are within 60 bits of each other.
+fn add_fast(a: Fp, b: Fp, fmt: FloatFormat, mode: RoundMode) -> Fp {
+    if let (
+        Fp::Finite {
+            neg: na,
+            sig: sa,
+            exp: ea,
+        },
+        Fp::Finite {
+            neg: nb,
+            sig: sb,
+            exp: eb,
+        },
+    ) = (a, b)
+    {
+        if (ea - eb).abs() <= 60 && sa < 1 << 60 && sb < 1 << 60 {
+            let e = ea.min(eb);
+            let x = (sa as i128) << (ea - e);
+            let y = (sb as i128) << (eb - e);
+            let s = if na { -x } else { x } + if nb { -y } else { y };
+            if s == 0 {
+                return Fp::Zero {
+                    neg: mode == RoundMode::Rdn,
+                };
+            }
+            return round_parts(s < 0, s.unsigned_abs(), e, false, fmt, mode, false);
+        }
+    }
+    add_exact(a, b, fmt, mode, false)
 }
 
-const TI: usize = 8;
-const TJ: usize = 32;
+/// Element lanes of the block dot products.
+enum Lanes {
+    /// i16 values, i32 sums.
+    L16(Vec<i16>, Vec<i16>),
+    /// i32 values, i64 sums.
+    L32(Vec<i32>, Vec<i32>),
+    /// i64 values, i128 sums.
+    L64(Vec<i64>, Vec<i64>),
+}
+
+const TI: usize = 4;
+const TJ: usize = 16;
+
+/// Per-row range of the scale exponents (lsb) over its blocks.
+fn scale_range(f: &Fixed, rows: usize, nb: usize) -> Vec<(i32, i32, u32)> {
+    (0..rows)
+        .map(|r| {
+            let s = &f.scales[r * nb..(r + 1) * nb];
+            let lo = s.iter().map(|x| x.1).min().unwrap_or(0);
+            let hi = s.iter().map(|x| x.1).max().unwrap_or(0);
+            let sb = s
+                .iter()
+                .map(|x| 32 - x.0.leading_zeros())
+                .max()
+                .unwrap_or(0);
+            (lo, hi, sb)
+        })
+        .collect()
+}
 
 /// Fast GEMM, or `None` when the plan or the data needs the general path.
 pub(crate) fn gemm_fast(
@@ -129,12 +183,6 @@ pub(crate) fn gemm_fast(
     let bs = a.block_size;
     let nb = k.div_ceil(bs);
     let width = fa.bits + fb.bits + (usize::BITS - bs.leading_zeros());
-    // choose the integer width of the block dot
-    enum Lanes {
-        L16(Vec<i16>, Vec<i16>),
-        L32(Vec<i32>, Vec<i32>),
-        L64,
-    }
     let lanes = if fa.bits <= 15 && fb.bits <= 15 && width <= 31 {
         Lanes::L16(
             fa.vals.iter().map(|&v| v as i16).collect(),
@@ -146,150 +194,123 @@ pub(crate) fn gemm_fast(
             fb.vals.iter().map(|&v| v as i32).collect(),
         )
     } else {
-        Lanes::L64
+        Lanes::L64(fa.vals.clone(), fb.vals.clone())
     };
+    let avx = has_avx2();
     let block_dot = |i: usize, j: usize, s: usize, e: usize| -> i128 {
+        let (x0, y0) = (i * k, j * k);
         match &lanes {
-            Lanes::L16(x, y) => {
-                let xa = &x[i * k + s..i * k + e];
-                let yb = &y[j * k + s..j * k + e];
-                xa.iter()
-                    .zip(yb)
-                    .map(|(&p, &q)| p as i32 * q as i32)
-                    .sum::<i32>() as i128
-            }
-            Lanes::L32(x, y) => {
-                let xa = &x[i * k + s..i * k + e];
-                let yb = &y[j * k + s..j * k + e];
-                xa.iter()
-                    .zip(yb)
-                    .map(|(&p, &q)| p as i64 * q as i64)
-                    .sum::<i64>() as i128
-            }
-            Lanes::L64 => {
-                let xa = &fa.vals[i * k + s..i * k + e];
-                let yb = &fb.vals[j * k + s..j * k + e];
-                xa.iter()
-                    .zip(yb)
-                    .map(|(&p, &q)| p as i128 * q as i128)
-                    .sum::<i128>()
-            }
+            Lanes::L16(x, y) => idot16(avx, &x[x0 + s..x0 + e], &y[y0 + s..y0 + e]) as i128,
+            Lanes::L32(x, y) => idot32(avx, &x[x0 + s..x0 + e], &y[y0 + s..y0 + e]) as i128,
+            Lanes::L64(x, y) => idot64(avx, &x[x0 + s..x0 + e], &y[y0 + s..y0 + e]),
         }
     };
     let cfg = &plan.cfg;
     let base_lsb = fa.lsb + fb.lsb;
-    let tiles_i = m.div_ceil(TI);
-    let tiles_j = n.div_ceil(TJ);
-    let results: Vec<Vec<(usize, u32)>> = (0..tiles_i * tiles_j)
-        .into_par_iter()
-        .map(|t| -> Result<Vec<(usize, u32)>> {
-            let (ti, tj) = (t / tiles_j, t % tiles_j);
-            let (i0, i1) = (ti * TI, ((ti + 1) * TI).min(m));
-            let (j0, j1) = (tj * TJ, ((tj + 1) * TJ).min(n));
-            let cval = |i: usize, j: usize| -> Fp {
-                if alpha.is_some() {
-                    Fp::ZERO
-                } else {
-                    Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits()))
-                }
-            };
-            let mut st: Vec<State> = Vec::with_capacity((i1 - i0) * (j1 - j0));
-            for i in i0..i1 {
-                for j in j0..j1 {
-                    st.push(match sh {
-                        Shape::WholeExact => State::Wide(Box::default()),
-                        Shape::BlockAfter => State::Fp(round_fp(
-                            cval(i, j),
-                            cfg.accumulator,
-                            cfg.acc_rounding,
-                            false,
-                        )),
-                    });
-                }
-            }
-            let mut redo = vec![false; st.len()];
-            for blk in 0..nb {
-                let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
-                for i in i0..i1 {
+    let ra = scale_range(&fa, m, nb);
+    let rb = scale_range(&fb, n, nb);
+    let lg_nb = usize::BITS - nb.leading_zeros();
+    // one output: Some(result in the output format) or None (recompute by the general path)
+    let one = |i: usize, j: usize, cv: Fp| -> Option<Fp> {
+        match sh {
+            Shape::WholeExact => {
+                let (alo, ahi, asb) = ra[i];
+                let (blo, bhi, bsb) = rb[j];
+                let e0 = alo + blo;
+                let narrow = (ahi - alo + bhi - blo) as u32 + width + asb + bsb + lg_nb + 2 < 126;
+                let mut w = Wide::new();
+                let mut acc: i128 = 0;
+                for blk in 0..nb {
+                    let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
                     let (sga, sla) = fa.scales[i * nb + blk];
-                    for j in j0..j1 {
-                        let idx = (i - i0) * (j1 - j0) + (j - j0);
-                        let (sgb, slb) = fb.scales[j * nb + blk];
-                        let d = block_dot(i, j, s, e);
-                        let ssig = sga as i128 * sgb as i128;
-                        let v = d * ssig;
-                        let lsb = base_lsb + sla + slb;
-                        match &mut st[idx] {
-                            State::Wide(w) => w.add(v < 0, v.unsigned_abs(), lsb),
-                            State::Fp(acc) => {
-                                if v == 0 {
-                                    if matches!(acc, Fp::Zero { .. }) {
-                                        redo[idx] = true;
-                                    }
-                                    continue;
-                                }
-                                let sfp = round_parts(
-                                    v < 0,
-                                    v.unsigned_abs(),
-                                    lsb,
-                                    false,
-                                    cfg.accumulator,
-                                    cfg.acc_rounding,
-                                    false,
-                                );
-                                *acc =
-                                    add_exact(*acc, sfp, cfg.accumulator, cfg.acc_rounding, false);
-                            }
+                    let (sgb, slb) = fb.scales[j * nb + blk];
+                    let d = block_dot(i, j, s, e);
+                    let v = d * (sga as i128 * sgb as i128);
+                    if narrow {
+                        acc += v << (sla + slb - e0);
+                    } else {
+                        w.add(v < 0, v.unsigned_abs(), base_lsb + sla + slb);
+                    }
+                }
+                if narrow {
+                    w.add(acc < 0, acc.unsigned_abs(), base_lsb + e0);
+                }
+                match cv {
+                    Fp::Finite { neg, sig, exp } => w.add(neg, sig as u128, exp),
+                    Fp::Zero { .. } => {}
+                    _ => return None,
+                }
+                if w.is_zero() {
+                    return None;
+                }
+                let r = w.round(cfg.accumulator, cfg.acc_rounding, false, false);
+                Some(round_fp(r, cfg.output, cfg.output_rounding, false))
+            }
+            Shape::BlockAfter => {
+                let mut acc = round_fp(cv, cfg.accumulator, cfg.acc_rounding, false);
+                for blk in 0..nb {
+                    if !matches!(acc, Fp::Finite { .. } | Fp::Zero { .. }) {
+                        return None;
+                    }
+                    let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
+                    let (sga, sla) = fa.scales[i * nb + blk];
+                    let (sgb, slb) = fb.scales[j * nb + blk];
+                    let d = block_dot(i, j, s, e);
+                    let v = d * (sga as i128 * sgb as i128);
+                    if v == 0 {
+                        if matches!(acc, Fp::Zero { .. }) {
+                            return None;
                         }
+                        continue;
+                    }
+                    let sfp = round_parts(
+                        v < 0,
+                        v.unsigned_abs(),
+                        base_lsb + sla + slb,
+                        false,
+                        cfg.accumulator,
+                        cfg.acc_rounding,
+                        false,
+                    );
+                    acc = add_fast(acc, sfp, cfg.accumulator, cfg.acc_rounding);
+                }
+                if !matches!(acc, Fp::Finite { .. } | Fp::Zero { .. }) {
+                    return None;
+                }
+                Some(round_fp(acc, cfg.output, cfg.output_rounding, false))
+            }
+        }
+    };
+    let mut out = vec![0f32; m * n];
+    if n == 0 {
+        return Ok(Some(out));
+    }
+    out.par_chunks_mut(n * TI)
+        .enumerate()
+        .try_for_each(|(ti, rows)| -> Result<()> {
+            let i0 = ti * TI;
+            let ni = rows.len() / n;
+            for j0 in (0..n).step_by(TJ) {
+                for j in j0..(j0 + TJ).min(n) {
+                    for ii in 0..ni {
+                        let i = i0 + ii;
+                        let craw = Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits()));
+                        let cv = if alpha.is_some() { Fp::ZERO } else { craw };
+                        let r = match one(i, j, cv) {
+                            Some(r) => r,
+                            None => {
+                                dot_general(plan, &super::row_of(a, i), &super::row_of(b, j), cv)?
+                            }
+                        };
+                        let r = match alpha {
+                            Some(al) => epilogue(al, r, craw, cfg),
+                            None => r,
+                        };
+                        rows[ii * n + j] = f32::from_bits(r.to_f32_bits(cfg.nan_bits));
                     }
                 }
             }
-            let mut out = Vec::with_capacity(st.len());
-            for i in i0..i1 {
-                for j in j0..j1 {
-                    let idx = (i - i0) * (j1 - j0) + (j - j0);
-                    let cv = cval(i, j);
-                    let r = match &mut st[idx] {
-                        State::Wide(w) => {
-                            if let Fp::Finite { neg, sig, exp } = cv {
-                                w.add(neg, sig as u128, exp);
-                            }
-                            if w.is_zero() || !matches!(cv, Fp::Finite { .. } | Fp::Zero { .. }) {
-                                redo[idx] = true;
-                                Fp::ZERO
-                            } else {
-                                w.round(cfg.accumulator, cfg.acc_rounding, false, false)
-                            }
-                        }
-                        State::Fp(acc) => *acc,
-                    };
-                    let r = if redo[idx] {
-                        let ar = super::row_of(a, i);
-                        let br = super::row_of(b, j);
-                        dot_general(plan, &ar, &br, cv)?
-                    } else {
-                        round_fp(r, cfg.output, cfg.output_rounding, false)
-                    };
-                    let r = match alpha {
-                        Some(al) => epilogue(
-                            al,
-                            r,
-                            Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits())),
-                            cfg,
-                        ),
-                        None => r,
-                    };
-                    out.push((i * n + j, r.to_f32_bits(cfg.nan_bits)));
-                }
-            }
-            Ok(out)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut d = vec![0f32; m * n];
-    for tile in results {
-        for (idx, bits) in tile {
-            d[idx] = f32::from_bits(bits);
-        }
-    }
-    Ok(Some(d))
+            Ok(())
+        })?;
+    Ok(Some(out))
 }

@@ -23,6 +23,7 @@
 mod config;
 mod engine;
 mod fast;
+mod fast_bounded;
 pub mod float;
 mod step;
 pub mod wide;
@@ -219,6 +220,9 @@ pub fn gemm_with_stats(
         macs: (m * n) as u64 * k as u64,
     };
     if let Some(out) = fast::gemm_fast(&plan, alpha, a, b, c)? {
+        return Ok((out, stats));
+    }
+    if let Some(out) = fast_bounded::gemm_bounded(&plan, alpha, a, b, c)? {
         return Ok((out, stats));
     }
     let out = gemm_general(&plan, alpha, a, b, c)?;
