@@ -488,16 +488,27 @@ fn exact_instr(
     if width > 62 {
         return None;
     }
+    let cfg = ctx.cfg;
+    let dl = mina + minb;
+    let rup = leada + leadb;
+    let at = acc_term(ctx, acc)?;
+    // the window checks first: they need no product sum (a chunk with no nonzero product
+    // shows as d == 0 below and is declined)
+    let r = match (cfg.align, at) {
+        (AlignRef::ProductsAndAccumulator, Some(at)) => rup.max(at.refe),
+        _ => rup,
+    };
+    let lw = r - ctx.fb;
+    if dl < lw || at.is_some_and(|at| at.lsb < lw) {
+        return None;
+    }
     let d = dot(ctx.avx, width <= 31, xa, xb);
     if d == 0 {
         // no nonzero product, or an exact cancellation: left to the two-pass kernel
         return None;
     }
-    let cfg = ctx.cfg;
-    let dl = mina + minb;
-    let rup = leada + leadb;
-    let at = acc_term(ctx, acc)?;
     if let (Some(w), Some(at)) = (cfg.acc_far_bits, at) {
+        // d != 0: some product is nonzero, and rp <= rup
         if at.refe - rup > w as i32 {
             return Some(acc);
         }
@@ -509,20 +520,9 @@ fn exact_instr(
             return None;
         }
     }
-    let r = match (cfg.align, at) {
-        (AlignRef::ProductsAndAccumulator, Some(at)) => rup.max(at.refe),
-        _ => rup,
-    };
-    let lw = r - ctx.fb;
-    if dl < lw {
-        return None;
-    }
     let (total, lo) = match at {
         None => (d as i128, dl),
         Some(at) => {
-            if at.lsb < lw {
-                return None;
-            }
             let lo = dl.min(at.lsb);
             let (sd, sa) = (dl - lo, at.lsb - lo);
             let abits = 128 - at.mag.leading_zeros() as i32;
