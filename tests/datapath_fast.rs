@@ -352,3 +352,42 @@ fn random_data_detects_a_wrong_kernel() {
         }
     }
 }
+
+/// Accumulators near MXDOTP's far-accumulator boundary (`acc_far_bits`): C sweeps exponents
+/// so that `acc exponent - largest product exponent` falls on both sides of the reach in
+/// different instructions, where the kernels must decide the rule from the exact largest
+/// product exponent (a kernel deciding it from a bound that is off would differ here).
+#[test]
+fn fast_equals_reference_far_accumulator_boundary() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let base = DatapathConfig::preset("mxdotp").unwrap();
+    let mut cfgs = vec![base.clone()];
+    // the same rule on a Blackwell-shaped datapath (32 products per instruction) with a reach
+    // shorter than the window, so that far accumulators meet products the window keeps whole
+    for w in [4u32, 8, 20] {
+        let mut bw = DatapathConfig::preset("blackwell-mxf8f6f4").unwrap();
+        bw.acc_far_bits = Some(w);
+        cfgs.push(bw);
+    }
+    for cfg in &cfgs {
+        for (sa, sb) in [
+            (Scheme::Mxfp8E4m3, Scheme::Mxfp8E4m3),
+            (Scheme::Mxfp4, Scheme::Mxfp4),
+            (Scheme::Mxfp8E5m2, Scheme::Mxfp4),
+        ] {
+            for style in [Style::Plain, Style::Spread] {
+                let (m, n, k) = (8, 16, 96);
+                let a = random_tensor(&mut rng, sa, m, k, style);
+                let b = random_tensor(&mut rng, sb, n, k, style);
+                let c: Vec<f32> = (0..m * n)
+                    .map(|t| {
+                        let e = -10 + (t as i32 % 90);
+                        let s = if rng.gen::<bool>() { -1.0f32 } else { 1.0 };
+                        s * rng.gen_range(1.0f32..2.0) * 2f32.powi(e)
+                    })
+                    .collect();
+                check(cfg, &a, &b, Some(&c), &format!("far {sa}x{sb} {style:?}"));
+            }
+        }
+    }
+}

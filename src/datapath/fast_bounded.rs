@@ -86,6 +86,58 @@ fn fold(t: &MxTensor, lut: &[El; 256], slut: &[Sc; 256]) -> Option<Folded> {
     })
 }
 
+/// Per-instruction fixed-point view of a folded operand, for instructions in which no product
+/// can lose bits to the window: each element as `v << (lsb - cmin)` (an exact integer in units
+/// of the chunk's smallest nonzero lsb `cmin`), and per row and instruction chunk
+/// `(cmin, cmax_lead, bits)`; `bits` is the widest `|x|` (0: all zero, [`NO_EXACT`]: does
+/// not fit 31 bits).
+struct Exact {
+    x: Vec<i32>,
+    chunk: Vec<(i32, i32, u32)>,
+}
+
+/// Marks a chunk whose fixed-point values do not fit 31 bits.
+const NO_EXACT: u32 = u32::MAX;
+
+fn exact_view(f: &Folded, rows: usize, k: usize, chunks: &[(usize, usize)]) -> Exact {
+    let mut x = vec![0i32; rows * k];
+    let mut chunk = Vec::with_capacity(rows * chunks.len());
+    for r in 0..rows {
+        for &(s, l) in chunks {
+            let idx = r * k + s..r * k + s + l;
+            let mut cmin = i32::MAX;
+            let mut lead = i32::MIN;
+            for t in idx.clone() {
+                if f.v[t] != 0 {
+                    cmin = cmin.min(f.lsb[t] as i32);
+                    lead = lead.max(f.lead[t] as i32);
+                }
+            }
+            if cmin == i32::MAX {
+                chunk.push((0, 0, 0));
+                continue;
+            }
+            let mut bits = 0u32;
+            for t in idx.clone() {
+                if f.v[t] != 0 {
+                    let m = f.v[t].unsigned_abs() as u32;
+                    let b = 32 - m.leading_zeros() + (f.lsb[t] as i32 - cmin) as u32;
+                    bits = bits.max(b);
+                }
+            }
+            if bits > 31 {
+                chunk.push((cmin, lead, NO_EXACT));
+                continue;
+            }
+            for t in idx {
+                x[t] = (f.v[t] as i32) << (f.lsb[t] as i32 - cmin);
+            }
+            chunk.push((cmin, lead, bits));
+        }
+    }
+    Exact { x, chunk }
+}
+
 /// Group-sum operand data: elements as fixed-point integers at the format's smallest lsb,
 /// scales per block.
 struct Fixed {
@@ -403,6 +455,99 @@ fn finish(
     ))
 }
 
+/// One per-product instruction when no product and not the accumulator can lose bits to the
+/// window, or `None` when that cannot be shown cheaply (the caller then runs the two-pass
+/// kernel). `xa`/`xb` are the instruction's fixed-point elements with chunk data `ca`/`cb`
+/// (see [`Exact`]).
+///
+/// Why it equals the windowed sum: let `rp` be the largest operand-sum exponent over nonzero
+/// products. `rp <= rup = max lead_a + max lead_b` over the chunk, so the window lsb
+/// `l = R - fb` satisfies `l <= lw`, where `lw` uses `rup` in place of `rp`. Every product's
+/// lsb is at least `cmin_a + cmin_b`, so when `cmin_a + cmin_b >= lw` (and the accumulator's
+/// lsb too) no term has bits below `l`: every treatment (trunc, floor, rne, rto) keeps each
+/// term exactly and the instruction's sum is the exact sum of the products and the
+/// accumulator, which `round_parts` rounds by value alone. The far-accumulator rule needs
+/// `rp` itself: it holds surely when `acc_refe - rup > w`, and surely not when
+/// `acc_refe - rlo <= w` with the lower bound `rlo` below (else: declined).
+#[inline]
+fn exact_instr(
+    ctx: &Ctx,
+    xa: &[i32],
+    xb: &[i32],
+    ca: (i32, i32, u32),
+    cb: (i32, i32, u32),
+    acc: Fp,
+) -> Option<Fp> {
+    let ((mina, leada, bitsa), (minb, leadb, bitsb)) = (ca, cb);
+    if bitsa == 0 || bitsb == 0 || bitsa == NO_EXACT || bitsb == NO_EXACT {
+        return None;
+    }
+    let n = xa.len();
+    let lg = usize::BITS - n.leading_zeros();
+    let width = bitsa + bitsb + lg;
+    if width > 62 {
+        return None;
+    }
+    let cfg = ctx.cfg;
+    let dl = mina + minb;
+    let rup = leada + leadb;
+    let at = acc_term(ctx, acc)?;
+    // the window checks first: they need no product sum (a chunk with no nonzero product
+    // shows as d == 0 below and is declined)
+    let r = match (cfg.align, at) {
+        (AlignRef::ProductsAndAccumulator, Some(at)) => rup.max(at.refe),
+        _ => rup,
+    };
+    let lw = r - ctx.fb;
+    if dl < lw || at.is_some_and(|at| at.lsb < lw) {
+        return None;
+    }
+    let d = dot(ctx.avx, width <= 31, xa, xb);
+    if d == 0 {
+        // no nonzero product, or an exact cancellation: left to the two-pass kernel
+        return None;
+    }
+    if let (Some(w), Some(at)) = (cfg.acc_far_bits, at) {
+        // d != 0: some product is nonzero, and rp <= rup
+        if at.refe - rup > w as i32 {
+            return Some(acc);
+        }
+        // each folded operand is below 2^(lead + 2), each product below 2^(rp + 4), so
+        // |sum| < n 2^(rp + 4) < 2^(rp + 4 + lg): rp > msb(sum) - 4 - lg
+        let dmsb = dl + 63 - d.unsigned_abs().leading_zeros() as i32;
+        let rlo = dmsb - 4 - lg as i32;
+        if at.refe - rlo > w as i32 {
+            return None;
+        }
+    }
+    let (total, lo) = match at {
+        None => (d as i128, dl),
+        Some(at) => {
+            let lo = dl.min(at.lsb);
+            let (sd, sa) = (dl - lo, at.lsb - lo);
+            let abits = 128 - at.mag.leading_zeros() as i32;
+            if sd + 64 > 124 || sa + abits > 124 {
+                return None;
+            }
+            let av = (at.mag as i128) << sa;
+            let dv = (d as i128) << sd;
+            (dv + if at.neg { -av } else { av }, lo)
+        }
+    };
+    if total == 0 {
+        return zero_result(ctx);
+    }
+    Some(round_parts(
+        total < 0,
+        total.unsigned_abs(),
+        lo,
+        false,
+        ctx.accf,
+        ctx.mode,
+        cfg.ftz_outputs,
+    ))
+}
+
 /// The instruction sequence of one output with a fast instruction `instr(start, len, acc)`,
 /// mirroring `engine::dot_general` (no input flushing: the kernels require `ftz_inputs` off).
 fn dot_seq(
@@ -546,14 +691,24 @@ pub(crate) fn gemm_bounded(
                 return Ok(None);
             };
             let how = cfg.shifted_out;
+            let nc = plan.chunks.len();
+            let ea = exact_view(&fa, a.rows, k, &plan.chunks);
+            let eb = exact_view(&fbb, b.rows, k, &plan.chunks);
             let ctx = &ctx;
             let f = |i: usize, j: usize, cv: Fp| -> Option<Fp> {
                 if fa.special[i] || fbb.special[j] {
                     return None;
                 }
                 let (ra, rb) = (i * k, j * k);
+                let mut ci = 0usize;
                 dot_seq(plan, cv, |s, l, acc| {
                     let (a0, b0) = (ra + s, rb + s);
+                    let (ca, cb) = (ea.chunk[i * nc + ci], eb.chunk[j * nc + ci]);
+                    ci += 1;
+                    let (xa, xb) = (&ea.x[a0..a0 + l], &eb.x[b0..b0 + l]);
+                    if let Some(r) = exact_instr(ctx, xa, xb, ca, cb, acc) {
+                        return Some(r);
+                    }
                     let va = &fa.v[a0..a0 + l];
                     let vb = &fbb.v[b0..b0 + l];
                     let r = rmax(ctx.avx, va, vb, &fa.lead[a0..a0 + l], &fbb.lead[b0..b0 + l]);
