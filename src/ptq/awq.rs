@@ -49,6 +49,8 @@ pub struct AwqResult {
     pub alpha: f64,
     /// Whether the clipping result was kept.
     pub clipped: bool,
+    /// The scaled, clipped weight `clip(W diag(s))` before quantization.
+    pub clipped_weight: Matrix,
     /// The quantized scaled weight `Q(clip(W diag(s)))`.
     pub quantized: Quantized,
     /// The effective weight in the original domain, `Q(...) diag(1/s)`.
@@ -138,6 +140,7 @@ pub fn awq(w: &Matrix, x: &Matrix, mx: &MxConfig, cfg: &AwqConfig) -> Result<Awq
     let (tensor, q) = rtn(&result_w, mx)?;
     let effective = unscale(&q, &s);
     Ok(AwqResult {
+        clipped_weight: result_w,
         scales: s,
         alpha,
         clipped,

@@ -61,22 +61,49 @@ pub fn learn_rotation(
     spec: &QuantSpec,
     cfg: &CayleyConfig,
 ) -> Result<SpinResult> {
-    let n = x.cols;
-    if ws.iter().any(|w| w.cols != n) {
-        return Err(Error::invalid(
-            "rotation: weights and activations differ in width",
-        ));
+    learn_rotation_groups(&[(x, ws.to_vec())], spec, cfg)
+}
+
+/// Learn one rotation shared by several groups, each a set of weights fed by its own
+/// activations (for a model: every linear that reads the rotated residual stream, in every
+/// block). The loss is the sum of the groups' squared output errors over the sum of their
+/// squared reference outputs.
+pub fn learn_rotation_groups(
+    groups: &[(&Matrix, Vec<&Matrix>)],
+    spec: &QuantSpec,
+    cfg: &CayleyConfig,
+) -> Result<SpinResult> {
+    let n = match groups.first() {
+        Some((x, _)) => x.cols,
+        None => return Err(Error::invalid("rotation: no layers to learn from")),
+    };
+    if groups.iter().any(|(x, ws)| x.cols != n || ws.iter().any(|w| w.cols != n)) {
+        return Err(Error::invalid("rotation: weights and activations differ in width"));
     }
-    let refs: Vec<Matrix> = ws.iter().map(|w| x.matmul_t(w)).collect();
+    let refs: Vec<Vec<Matrix>> = groups
+        .iter()
+        .map(|(x, ws)| ws.iter().map(|w| x.matmul_t(w)).collect())
+        .collect();
     let den: f64 = refs
         .iter()
+        .flatten()
         .map(|y| y.sq_norm())
         .sum::<f64>()
         .max(f64::MIN_POSITIVE);
-    let eval = |r: &Matrix| -> Result<(f64, Matrix, Vec<Matrix>)> {
-        let xt = x.matmul(r);
-        let wts: Vec<Matrix> = ws.iter().map(|w| w.matmul(r)).collect();
-        group_loss(&refs, &xt, &wts, spec, (1.0, 1.0))
+    // loss (relative to all groups) and, per group, the quantized operands
+    type Eval = (f64, Vec<(Matrix, Vec<Matrix>)>);
+    let eval = |r: &Matrix| -> Result<Eval> {
+        let mut total = 0.0;
+        let mut ops = Vec::with_capacity(groups.len());
+        for ((x, ws), ys) in groups.iter().zip(&refs) {
+            let xt = x.matmul(r);
+            let wts: Vec<Matrix> = ws.iter().map(|w| w.matmul(r)).collect();
+            let (l, xq, wqs) = group_loss(ys, &xt, &wts, spec, (1.0, 1.0))?;
+            let gden: f64 = ys.iter().map(|y| y.sq_norm()).sum();
+            total += l * gden.max(f64::MIN_POSITIVE);
+            ops.push((xq, wqs));
+        }
+        Ok((total / den, ops))
     };
     let eye = Matrix::identity(n);
     let had = Rotation::hadamard(n, Some(cfg.seed)).to_matrix().t();
@@ -85,31 +112,32 @@ pub fn learn_rotation(
     let mut r = if l_had < l_id { had } else { eye };
     let mut best = (l_id.min(l_had), r.clone());
     for it in 0..cfg.iters {
-        let (loss, xq, wqs) = eval(&r)?;
+        let (loss, ops) = eval(&r)?;
         if loss < best.0 {
             best = (loss, r.clone());
         }
-        // gradient
-        let mut da = Matrix::zeros(x.rows, n);
         let mut grad = Matrix::zeros(n, n);
-        for ((w, y), wq) in ws.iter().zip(&refs).zip(&wqs) {
-            let mut g = xq.matmul_t(wq);
-            for (gv, yv) in g.data.iter_mut().zip(&y.data) {
-                *gv = 2.0 * (*gv - yv) / den;
+        for (((x, ws), ys), (xq, wqs)) in groups.iter().zip(&refs).zip(&ops) {
+            let mut da = Matrix::zeros(x.rows, n);
+            for ((w, y), wq) in ws.iter().zip(ys).zip(wqs) {
+                let mut g = xq.matmul_t(wq);
+                for (gv, yv) in g.data.iter_mut().zip(&y.data) {
+                    *gv = 2.0 * (*gv - yv) / den;
+                }
+                let ga = g.matmul(wq); // tokens x n
+                for (a, b) in da.data.iter_mut().zip(&ga.data) {
+                    *a += b;
+                }
+                let db = g.t_matmul(xq); // out x n
+                let gw = w.t_matmul(&db);
+                for (a, b) in grad.data.iter_mut().zip(&gw.data) {
+                    *a += b;
+                }
             }
-            let ga = g.matmul(wq); // tokens x n
-            for (a, b) in da.data.iter_mut().zip(&ga.data) {
+            let gx = x.t_matmul(&da);
+            for (a, b) in grad.data.iter_mut().zip(&gx.data) {
                 *a += b;
             }
-            let db = g.t_matmul(&xq); // out x n
-            let gw = w.t_matmul(&db);
-            for (a, b) in grad.data.iter_mut().zip(&gw.data) {
-                *a += b;
-            }
-        }
-        let gx = x.t_matmul(&da);
-        for (a, b) in grad.data.iter_mut().zip(&gx.data) {
-            *a += b;
         }
         // Cayley step
         let grt = grad.matmul_t(&r);
@@ -132,7 +160,7 @@ pub fn learn_rotation(
         }
         r = Lu::new(&left)?.solve(&right.matmul(&r));
     }
-    let (loss, _, _) = eval(&r)?;
+    let (loss, _) = eval(&r)?;
     if loss < best.0 {
         best = (loss, r);
     }
