@@ -92,8 +92,24 @@ fn unscale(m: &Matrix, s: &[f64]) -> Matrix {
     e
 }
 
-/// Run AWQ on `w` (`out x in`) with calibration activations `x` (`tokens x in`).
+/// Run AWQ on `w` (`out x in`) with calibration activations `x` (`tokens x in`), with AWQ's
+/// weight-only objective (activations unquantized).
 pub fn awq(w: &Matrix, x: &Matrix, mx: &MxConfig, cfg: &AwqConfig) -> Result<AwqResult> {
+    awq_with_act(w, x, mx, None, cfg)
+}
+
+/// AWQ whose alpha search and final clipping check measure the output error with the
+/// activations quantized as a plan will quantize them (`act`), `||X W^T - Q_a(X/s) W_eff'^T||^2`
+/// where `W_eff' = Q(W diag s)`: the MX-aware variant used when a plan quantizes activations
+/// too, since dividing activations by `s` changes their block quantization. With `act = None`
+/// it is plain AWQ. `alpha = 0` is RTN under either objective.
+pub fn awq_with_act(
+    w: &Matrix,
+    x: &Matrix,
+    mx: &MxConfig,
+    act: Option<&MxConfig>,
+    cfg: &AwqConfig,
+) -> Result<AwqResult> {
     if x.cols != w.cols {
         return Err(Error::invalid(format!(
             "AWQ: activations have {} channels, weight has {} inputs",
@@ -113,7 +129,7 @@ pub fn awq(w: &Matrix, x: &Matrix, mx: &MxConfig, cfg: &AwqConfig) -> Result<Awq
         let mut ws = w.clone();
         ws.scale_cols(&s);
         let (_, q) = rtn(&ws, mx)?;
-        let err = weight_output_error(x, w, &unscale(&q, &s));
+        let err = objective(x, w, &q, &s, act)?;
         if best.as_ref().map_or(true, |b| err < b.0) {
             best = Some((err, alpha, s));
         }
@@ -130,7 +146,7 @@ pub fn awq(w: &Matrix, x: &Matrix, mx: &MxConfig, cfg: &AwqConfig) -> Result<Awq
     if cfg.clip_grid >= 2 {
         let clipped_w = clip_search(&ws, &xs, mx, cfg)?;
         let (_, qc) = rtn(&clipped_w, mx)?;
-        let errc = weight_output_error(x, w, &unscale(&qc, &s));
+        let errc = objective(x, w, &qc, &s, act)?;
         if errc < err0 {
             result_w = clipped_w;
             clipped = true;
@@ -148,6 +164,19 @@ pub fn awq(w: &Matrix, x: &Matrix, mx: &MxConfig, cfg: &AwqConfig) -> Result<Awq
         effective,
         error: err,
     })
+}
+
+/// Output error of the quantized scaled weight `q` (scales `s`) against the original layer.
+fn objective(x: &Matrix, w: &Matrix, q: &Matrix, s: &[f64], act: Option<&MxConfig>) -> Result<f64> {
+    match act {
+        None => Ok(weight_output_error(x, w, &unscale(q, s))),
+        Some(a) => {
+            let mut xs = x.clone();
+            xs.scale_cols(&s.iter().map(|v| 1.0 / v).collect::<Vec<_>>());
+            let xq = super::quant::fake_quant(&xs, a)?;
+            Ok(x.matmul_t(w).sq_dist(&xq.matmul_t(q)))
+        }
+    }
 }
 
 /// Per (row, block) clipping ratio search; returns the clipped weight.

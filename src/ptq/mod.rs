@@ -28,7 +28,7 @@ pub mod quant;
 pub mod smooth;
 pub mod spin;
 
-pub use awq::{awq, AwqConfig, AwqResult};
+pub use awq::{awq, awq_with_act, AwqConfig, AwqResult};
 pub use flat::{learn_flat, FlatConfig, FlatResult, FlatTransform};
 pub use gptq::{gptq, hessian, GptqConfig, Quantized, ScalePolicy};
 pub use hadamard::{fwht, Rotation};

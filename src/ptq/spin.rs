@@ -77,8 +77,13 @@ pub fn learn_rotation_groups(
         Some((x, _)) => x.cols,
         None => return Err(Error::invalid("rotation: no layers to learn from")),
     };
-    if groups.iter().any(|(x, ws)| x.cols != n || ws.iter().any(|w| w.cols != n)) {
-        return Err(Error::invalid("rotation: weights and activations differ in width"));
+    if groups
+        .iter()
+        .any(|(x, ws)| x.cols != n || ws.iter().any(|w| w.cols != n))
+    {
+        return Err(Error::invalid(
+            "rotation: weights and activations differ in width",
+        ));
     }
     let refs: Vec<Vec<Matrix>> = groups
         .iter()
