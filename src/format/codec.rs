@@ -224,6 +224,11 @@ pub fn encode_with_flags(fmt: Format, x: f64, opts: &CastOptions, index: u64) ->
     let overflow_code = |flags: &mut Flags, rtz_finite: bool| -> u8 {
         flags.overflow = true;
         flags.inexact = true;
+        if s.kind == Kind::Int {
+            // two's complement: +127, or -127 (-128 when allowed); never sign | magnitude
+            let limit = if neg && opts.int8_allow_min { 128 } else { 127 };
+            return (if neg { -limit } else { limit }) as i8 as u8;
+        }
         if opts.overflow == Overflow::Saturate || rtz_finite {
             return sign | max_code;
         }
@@ -244,12 +249,19 @@ pub fn encode_with_flags(fmt: Format, x: f64, opts: &CastOptions, index: u64) ->
         return (c, flags);
     }
     if a == 0.0 {
-        return (sign, flags);
+        // two's complement INT8 has a single zero (0x80 is -128 * 2^-6, not -0)
+        let zero = if s.kind == Kind::Int { 0 } else { sign };
+        return (zero, flags);
     }
     let (m, e) = split(a);
     let lead = lead_exp(m, e);
     match s.kind {
         Kind::Int => {
+            if lead >= s.bits as i32 + s.int_exp {
+                // |x| >= 2^(bits + int_exp) (4 for INT8) exceeds every code: overflow (this
+                // also keeps the shift in round_to_quantum in range)
+                return (overflow_code(&mut flags, false), flags);
+            }
             let (n, inexact) =
                 round_to_quantum(m, e, s.int_exp, opts.rounding, rbits, |n| n & 1 == 1);
             flags.inexact = inexact;

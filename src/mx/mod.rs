@@ -10,10 +10,13 @@
 //! `decode(elem, code_j) * scale(b) * global_scale`, where `global_scale` is 1 for plain MX,
 //! `1/F` for the pre-scale rule, and the FP32 per-tensor scale for NVFP4.
 
+pub mod fast;
+pub mod layout;
+pub mod pack;
 mod rules;
 mod scheme;
 mod tensor;
 
 pub use rules::{e8m0_exponent, ScaleRule, ZeroBlock};
 pub use scheme::{MxConfig, NvScaleApply, Scheme};
-pub use tensor::{quantize, quantize_f64, MxTensor, QuantStats};
+pub use tensor::{nv_tensor_scale, quantize, quantize_f64, quantize_generic, MxTensor, QuantStats};

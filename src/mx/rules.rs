@@ -118,6 +118,20 @@ pub enum ZeroBlock {
     FloorMinNormal,
 }
 
+impl std::str::FromStr for ZeroBlock {
+    type Err = crate::Error;
+    /// Parses `smallest` and `floor-min-normal`.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "smallest" | "min" => Ok(ZeroBlock::Smallest),
+            "floor-min-normal" => Ok(ZeroBlock::FloorMinNormal),
+            _ => Err(crate::Error::invalid(format!(
+                "unknown zero-block policy '{s}' (expected smallest or floor-min-normal)"
+            ))),
+        }
+    }
+}
+
 /// floor(log2(a)) for finite a > 0, read from the exponent bits (never a float log).
 pub fn floor_log2(a: f64) -> i32 {
     let b = a.to_bits();

@@ -119,6 +119,20 @@ pub enum NvScaleApply {
     ReciprocalMultiply,
 }
 
+impl std::str::FromStr for NvScaleApply {
+    type Err = crate::Error;
+    /// Parses `divide` and `reciprocal` (or `reciprocal-multiply`).
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "divide" | "div" => Ok(NvScaleApply::Divide),
+            "reciprocal" | "reciprocal-multiply" | "recip" => Ok(NvScaleApply::ReciprocalMultiply),
+            _ => Err(crate::Error::invalid(format!(
+                "unknown NVFP4 scale application '{s}' (expected divide or reciprocal)"
+            ))),
+        }
+    }
+}
+
 /// Everything that determines how a tensor is block-quantized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MxConfig {

@@ -66,8 +66,18 @@ impl MxTensor {
             * self.global_scale
     }
 
-    /// Dequantize to f32 (each value computed in f64, rounded once to f32).
+    /// Dequantize to f32 (each value computed exactly, rounded once to f32). E8M0-scaled
+    /// tensors with a global factor of 1 take the table-driven fast path
+    /// ([`super::fast::dequantize_rows`]), which gives the same bits.
     pub fn dequantize(&self) -> Vec<f32> {
+        if super::fast::dequant_eligible(self) {
+            return super::fast::dequantize(self);
+        }
+        self.dequantize_generic()
+    }
+
+    /// Dequantize to f32 through the generic f64 path (reference for the fast path).
+    pub fn dequantize_generic(&self) -> Vec<f32> {
         self.dequantize_f64()
             .into_iter()
             .map(|v| v as f32)
@@ -113,10 +123,39 @@ impl MxTensor {
     }
 }
 
-/// Quantize a row-major `rows x cols` f32 tensor along its last axis.
+/// Quantize a row-major `rows x cols` f32 tensor along its last axis. Configurations that
+/// [`super::fast::eligible`] accepts (MXFP4 / MXFP8 E4M3, `floor` / `rceil`, RNE) take the
+/// fast float32 path, which gives bit-identical results to [`quantize_generic`].
 pub fn quantize(values: &[f32], rows: usize, cols: usize, cfg: &MxConfig) -> Result<MxTensor> {
+    check(values.len(), rows, cols, cfg)?;
+    if super::fast::eligible(cfg) {
+        return Ok(super::fast::quantize(values, rows, cols, cfg));
+    }
+    quantize_generic(values, rows, cols, cfg)
+}
+
+/// Quantize a row-major `rows x cols` f32 tensor through the generic (table-driven, f64)
+/// path, never the fast path: the reference the fast path is tested against.
+pub fn quantize_generic(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    cfg: &MxConfig,
+) -> Result<MxTensor> {
     let v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
     quantize_f64(&v, rows, cols, cfg)
+}
+
+fn check(len: usize, rows: usize, cols: usize, cfg: &MxConfig) -> Result<()> {
+    if cfg.block_size == 0 {
+        return Err(Error::invalid("block size must be at least 1"));
+    }
+    if rows.checked_mul(cols) != Some(len) {
+        return Err(Error::invalid(format!(
+            "tensor has {len} values, not {rows} x {cols}"
+        )));
+    }
+    Ok(())
 }
 
 /// Quantize a row-major `rows x cols` f64 tensor along its last axis.
@@ -144,7 +183,7 @@ pub fn quantize_f64(values: &[f64], rows: usize, cols: usize, cfg: &MxConfig) ->
                 let alpha = 0.75 + 0.25 * i as f64 / (alphas - 1) as f64;
                 let t = quantize_with_prescale(values, rows, cols, cfg, alpha)?;
                 let sse = t.stats(values).sse;
-                if best.as_ref().is_none_or(|(b, _)| sse < *b) {
+                if best.as_ref().map_or(true, |(b, _)| sse < *b) {
                     best = Some((sse, t));
                 }
             }
@@ -193,7 +232,7 @@ fn quantize_with_prescale(
         .take(rows)
         .map(|(r, (crow, srow))| {
             let mut clipped = 0;
-            for b in 0..bpr {
+            for (b, sb) in srow.iter_mut().enumerate() {
                 let lo = b * bs;
                 let hi = (lo + bs).min(cols);
                 let base = (r * cols + lo) as u64;
@@ -205,7 +244,7 @@ fn quantize_with_prescale(
                     &mut crow[lo..hi],
                     base,
                 );
-                srow[b] = s;
+                *sb = s;
                 clipped += c as usize;
             }
             clipped
@@ -294,7 +333,11 @@ fn quantize_block(
     }
     let amax = vals.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
     if amax == 0.0 {
-        out.fill(0);
+        // signed zeros keep their sign (FP: sign | 0; INT8 has one zero)
+        let opts = element_opts(cfg);
+        for (o, &v) in out.iter_mut().zip(vals) {
+            *o = encode(elem, v, &opts, 0);
+        }
         let code = match (cfg.zero_block, scale_fmt) {
             (ZeroBlock::Smallest, _) => 0,
             (ZeroBlock::FloorMinNormal, Format::E8M0) => {

@@ -15,6 +15,8 @@
 //! - [`flat`]: FlatQuant-style learned Kronecker affine transform with per-channel scales and
 //!   learned clipping.
 //! - [`linalg`]: the small dense linear algebra these need.
+//! - [`methods`]: the methods applied to whole models (transforms plus quantization plans),
+//!   calibrated on token sequences.
 //!
 //! All algorithms run in f64 with fixed loop orders and seeded randomness: the same inputs give
 //! bit-identical outputs. See `docs/ptq.md`.
@@ -24,6 +26,7 @@ pub mod flat;
 pub mod gptq;
 pub mod hadamard;
 pub mod linalg;
+pub mod methods;
 pub mod quant;
 pub mod smooth;
 pub mod spin;

@@ -47,6 +47,12 @@ impl Grade {
     }
 }
 
+/// Read a float written by serde_json, which writes NaN and infinities as `null`: `null`
+/// reads back as NaN (so stored results with undefined statistics can be reused).
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// The error of one tensor role in one layer (from the evaluation's per-layer statistics).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerError {
@@ -57,6 +63,7 @@ pub struct LayerError {
     /// `local` (layer fed the reference input) or `propagated`.
     pub mode: String,
     /// Signal-to-quantization-noise ratio in dB.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub sqnr_db: f64,
 }
 
@@ -72,22 +79,29 @@ pub struct StudyRow {
     /// Scale rule of the weights.
     pub scale_rule: String,
     /// Perplexity of the unquantized (fp32) model on the same tokens.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub ppl_fp32: f64,
     /// Perplexity of the quantized model.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub ppl: f64,
     /// Mean KL divergence of the quantized next-token distribution from the fp32 one (nats).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub kl: f64,
     /// Fraction of positions where the quantized top-1 token equals the fp32 one.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub top1: f64,
     /// `ppl_fp32 / ppl`.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub recovery: f64,
     /// `100 * (1 - recovery)`.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub drop_pct: f64,
     /// Grade of the drop.
     pub grade: Grade,
     /// Scored tokens.
     pub tokens: usize,
     /// Wall time of calibration plus evaluation, seconds.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub seconds: f64,
     /// Per-layer errors (may be empty).
     #[serde(default)]
