@@ -78,7 +78,7 @@ fn eval_command_writes_json_and_csv() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["report"]["tokens"], 400);
-    assert_eq!(v["bit_exact"], false);
+    assert_eq!(v["datapath_gemm"], false);
     assert!(v["report"]["ppl"].as_f64().unwrap() > v["report"]["ppl_reference"].as_f64().unwrap());
     let c = std::fs::read_to_string(&csv).unwrap();
     assert!(c.starts_with("layer,role,mode,sqnr_db,cosine"));

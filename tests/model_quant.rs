@@ -334,3 +334,57 @@ fn quantized_prefill_matches_decoding() {
     .unwrap();
     assert!(r.iter().zip(&all).any(|(a, b)| a != b));
 }
+
+/// The bit-exact `exact` datapath (exact products and sums, one FP32 RNE rounding per output)
+/// differs from the fast mode (dequantize, f32 GEMM) only by the f32 GEMM's own rounding, so
+/// their logits agree to within float32 rounding; every other preset runs the model too and
+/// stays close (its extra truncation is far below the quantization error).
+#[test]
+fn real_datapath_presets_run_the_model_and_exact_agrees_with_fast_mode() {
+    let m = stories();
+    let tok = tokenizer();
+    let ids = tok.encode(&dev_paragraphs(1), true).unwrap();
+    let ids = &ids[..ids.len().min(48)];
+    let plan = Plan::named("W4A4", Some(Scheme::Mxfp4)).unwrap();
+    let logits = |backend: GemmBackend| {
+        let e = QuantEngine::new(&m, plan.clone(), backend).unwrap();
+        forward(
+            &m.config,
+            &m.weights,
+            &e,
+            ids,
+            &mut KvCache::new(&m.config),
+            None,
+        )
+        .unwrap()
+    };
+    let fast = logits(GemmBackend::Fast);
+    let worst_diff = |l: &[f32]| {
+        l.iter()
+            .zip(&fast)
+            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+            .fold(0.0f32, f32::max)
+    };
+    for preset in mxsim::datapath::preset_names() {
+        let cfg = mxsim::datapath::DatapathConfig::preset(preset).unwrap();
+        let l = logits(GemmBackend::exact(preset, move |a, b, c| {
+            mxsim::datapath::gemm(a, b, c, &cfg)
+        }));
+        assert!(
+            l.iter().all(|x| x.is_finite()),
+            "{preset}: non-finite logits"
+        );
+        let worst = worst_diff(&l);
+        if preset == "exact" {
+            assert!(
+                worst < 1e-4,
+                "exact datapath and fast logits differ by {worst}"
+            );
+        } else {
+            assert!(
+                worst < 0.05,
+                "{preset}: logits differ from fast mode by {worst}"
+            );
+        }
+    }
+}

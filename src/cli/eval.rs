@@ -36,9 +36,12 @@ pub fn backend_from_args(a: &BackendArgs) -> Result<GemmBackend> {
         (Some(_), true) => Err(Error::invalid("--fast and --datapath exclude each other")),
         (None, _) => Ok(GemmBackend::Fast),
         (Some(p), false) if p == "ideal" => Ok(GemmBackend::ideal()),
-        (Some(p), false) => Err(Error::invalid(format!(
-            "datapath '{p}': bit-exact datapath presets are not available in this build; use --datapath ideal or --fast"
-        ))),
+        (Some(p), false) => {
+            let cfg = crate::datapath::DatapathConfig::load(p)?;
+            Ok(GemmBackend::exact(p.clone(), move |a, b, c| {
+                crate::datapath::gemm(a, b, c, &cfg)
+            }))
+        }
     }
 }
 
@@ -181,7 +184,7 @@ pub fn run(a: EvalArgs) -> Result<i32> {
             "plan": plan.name,
             "plan_roles": plan.describe(),
             "backend": backend.label(),
-            "bit_exact": engine.is_some() && backend.is_exact(),
+            "datapath_gemm": engine.is_some() && backend.is_exact(),
             "protocol": protocol,
             "max_tokens": a.max_tokens,
             "eval_seconds": secs,
