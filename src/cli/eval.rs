@@ -80,6 +80,20 @@ pub struct EvalArgs {
     /// Measure per-layer errors over the first sequences up to this many tokens (0: off).
     #[arg(long, default_value_t = 4096)]
     pub layer_tokens: usize,
+    /// PTQ method to apply before evaluating (see docs/ptq.md): rtn, gptq, gptq-static, awq,
+    /// smoothquant, quarot, spinquant, flatquant, mrgptq, prescale, mse, 4over6, or a '+'
+    /// combination such as quarot+gptq. Needs --calib.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Calibration text for --method (never the evaluation text).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Calibration tokens for --method.
+    #[arg(long, default_value_t = 4096)]
+    pub calib_tokens: usize,
+    /// Seed of the random rotations of --method.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -109,10 +123,45 @@ pub fn run(a: EvalArgs) -> Result<i32> {
         plan = plan.with_rule(r);
     }
     let backend = backend_from_args(&a.backend)?;
-    let engine = if plan.is_none() {
-        None
-    } else {
-        Some(QuantEngine::new(&model, plan.clone(), backend.clone())?)
+    let (model, plan, engine) = match &a.method {
+        Some(name) => {
+            let method = crate::ptq::methods::Method::parse(name)?;
+            let cp = a.calib.as_ref().ok_or_else(|| {
+                Error::invalid("--method needs --calib FILE (the calibration text)")
+            })?;
+            if plan.is_none() {
+                return Err(Error::invalid(
+                    "--method needs a quantization plan (--plan)",
+                ));
+            }
+            let ctext = std::fs::read_to_string(cp).map_err(|e| Error::io(cp, e))?;
+            let calib = sequences(
+                tok.as_ref(),
+                model.config.bos_id,
+                &ctext,
+                Protocol::Paragraphs { max_len: 256 },
+                Some(a.calib_tokens),
+            )?;
+            let opts = crate::ptq::methods::PtqOptions {
+                calib_tokens: a.calib_tokens,
+                seed: a.seed,
+                ..Default::default()
+            };
+            let prep = crate::ptq::methods::prepare(&model, &plan, &method, &calib, &opts)?;
+            let (m, p, e) = crate::ptq::methods::build_engine(prep, backend.clone())?;
+            (m, p, Some(e))
+        }
+        None => {
+            if a.calib.is_some() {
+                return Err(Error::invalid("--calib is only used with --method"));
+            }
+            let engine = if plan.is_none() {
+                None
+            } else {
+                Some(QuantEngine::new(&model, plan.clone(), backend.clone())?)
+            };
+            (model, plan, engine)
+        }
     };
     let total: u64 = seqs.iter().map(|s| (s.len() - 1) as u64).sum();
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());

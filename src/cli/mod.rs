@@ -13,6 +13,7 @@ pub mod mc;
 pub mod perf;
 pub mod quantize;
 pub mod report;
+pub mod study;
 pub mod vectors;
 
 /// mxsim: bit-exact golden model and simulator of Microscaling (MX) tensor cores.
@@ -48,6 +49,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Perplexity, KL divergence and per-layer errors of a quantized model on a text.
     Eval(eval::EvalArgs),
+    /// Run every (PTQ method, plan, format) combination on a model: tables, summary, plots.
+    Study(study::StudyArgs),
     /// Zero-shot multiple-choice accuracy on JSONL tasks.
     Mc(mc::McArgs),
     /// Generate golden RTL test vectors, or check a device's output dump against them.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> crate::Result<i32> {
         Command::Datapath(a) => datapath::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Study(a) => study::run(a),
         Command::Mc(a) => mc::run(a),
         Command::Vectors(a) => vectors::run(a),
     }

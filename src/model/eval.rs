@@ -496,7 +496,15 @@ fn layer_errors(
         }
         // Local: each role fed the reference input of that role.
         let lin = |which: Linear, x: &[f32], k: usize, n: usize| -> Result<Vec<f32>> {
-            let mut y = q.linear(Site::Layer(l, which), x, t, lw.linear(which), k, n)?;
+            let xo = lw.online_input(which, x, t);
+            let mut y = q.linear(
+                Site::Layer(l, which),
+                xo.as_deref().unwrap_or(x),
+                t,
+                lw.linear(which),
+                k,
+                n,
+            )?;
             let b = match which {
                 Linear::Wq => lw.bq.as_ref(),
                 Linear::Wk => lw.bk.as_ref(),

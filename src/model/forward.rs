@@ -326,13 +326,15 @@ pub fn block<T: Float, E: Engine<T>>(
     let (d, h, qd, kvd) = (cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim());
     let input = trace.as_ref().map(|_| x.to_vec());
     let xb = rmsnorm(x, &lw.attn_norm, d, cfg.norm_eps);
-    let lin = |which: Linear, inp: &[T], k: usize, n: usize| {
-        engine.linear(Site::Layer(l, which), inp, t, lw.linear(which), k, n)
+    let lin = |which: Linear, inp: &[T], k: usize, n: usize| match lw.online_input(which, inp, t) {
+        Some(x) => engine.linear(Site::Layer(l, which), &x, t, lw.linear(which), k, n),
+        None => engine.linear(Site::Layer(l, which), inp, t, lw.linear(which), k, n),
     };
+    let xbo = lw.group_online_input(&[Linear::Wq, Linear::Wk, Linear::Wv], &xb, t)?;
     let mut qkv = engine
         .linear_multi(
             l,
-            &xb,
+            xbo.as_deref().unwrap_or(&xb),
             t,
             d,
             &[
@@ -378,10 +380,11 @@ pub fn block<T: Float, E: Engine<T>>(
         *a += b;
     }
     let xb2 = rmsnorm(x, &lw.ffn_norm, d, cfg.norm_eps);
+    let xb2o = lw.group_online_input(&[Linear::W1, Linear::W3], &xb2, t)?;
     let mut h13 = engine
         .linear_multi(
             l,
-            &xb2,
+            xb2o.as_deref().unwrap_or(&xb2),
             t,
             d,
             &[(Linear::W1, &lw.w1, h), (Linear::W3, &lw.w3, h)],

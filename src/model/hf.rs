@@ -320,6 +320,7 @@ pub fn load_hf(dir: &Path) -> Result<Model> {
             w1: take(&format!("{p}.mlp.gate_proj.weight"))?,
             w2: take(&format!("{p}.mlp.down_proj.weight"))?,
             w3: take(&format!("{p}.mlp.up_proj.weight"))?,
+            online: Default::default(),
         });
     }
     let tok_emb = take("model.embed_tokens.weight")?;

@@ -156,6 +156,7 @@ fn assemble(
                 w1,
                 w2,
                 w3,
+                online: Default::default(),
             },
         )
         .collect();

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod hf;
 pub mod llama2c;
 pub mod mc;
+pub mod online;
 pub mod plan;
 pub mod quant;
 pub mod tokenizer;
@@ -28,6 +29,7 @@ pub use forward::{forward, generate_greedy, Engine, KvCache, Reference, Site, Tr
 pub use hf::load_hf;
 pub use llama2c::{load_llama2c, save_llama2c_v1};
 pub use mc::{load_tasks, McItem, McReport};
+pub use online::OnlineTransform;
 pub use plan::{eight_bit_sibling, Plan};
 pub use quant::{ideal_gemm, ExactGemmFn, GemmBackend, QuantEngine, QuantWeight};
 pub use tokenizer::{load_tokenizer, Llama2cTokenizer, Tokenizer};

@@ -195,6 +195,30 @@ impl QuantEngine {
         &self.backend
     }
 
+    /// Replace the quantized weight of a linear layer (for example by a PTQ method's result).
+    /// The plan must quantize that weight, and the replacement must have the same shape,
+    /// scheme and block size as the plan's configuration.
+    pub fn set_weight(&mut self, layer: usize, which: Linear, w: QuantWeight) -> Result<()> {
+        let cfg = self.plan.weights[which.index()]
+            .as_ref()
+            .ok_or_else(|| Error::invalid(format!("the plan does not quantize {which:?}")))?;
+        let slot = self
+            .weights
+            .get_mut(layer)
+            .ok_or_else(|| Error::invalid(format!("no layer {layer}")))?;
+        let old = slot[which.index()].as_ref().expect("quantized by the plan");
+        if (w.mx.rows, w.mx.cols, w.mx.scheme, w.mx.block_size)
+            != (old.mx.rows, old.mx.cols, cfg.scheme, cfg.block_size)
+            || w.deq.len() != w.mx.rows * w.mx.cols
+        {
+            return Err(Error::invalid(format!(
+                "replacement weight for layer {layer} {which:?} does not match the plan's shape or format"
+            )));
+        }
+        slot[which.index()] = Some(w);
+        Ok(())
+    }
+
     /// The quantized weight of a linear layer, when the plan quantizes it.
     pub fn weight(&self, layer: usize, which: Linear) -> Option<&QuantWeight> {
         self.weights

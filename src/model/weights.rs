@@ -3,6 +3,7 @@
 
 use super::config::{Linear, ModelConfig};
 use super::float::Float;
+use super::online::OnlineTransform;
 use crate::error::{Error, Result};
 
 /// The weights of one transformer block. Every matrix is row-major `out x in`.
@@ -32,9 +33,44 @@ pub struct LayerWeights<T> {
     pub w2: Vec<T>,
     /// Up projection (`hidden_dim x dim`).
     pub w3: Vec<T>,
+    /// Online input transforms of each linear layer (indexed by [`Linear::index`]), applied in
+    /// order to the layer's input before its matrix product; empty for a plain model. PTQ
+    /// methods that rotate activations at run time put them here.
+    pub online: [Vec<OnlineTransform>; 7],
 }
 
 impl<T: Float> LayerWeights<T> {
+    /// The shared input of a group of linears after their online transforms (which must be
+    /// the same for every member), or `None` when they have none.
+    pub fn group_online_input(
+        &self,
+        group: &[Linear],
+        x: &[T],
+        rows: usize,
+    ) -> Result<Option<Vec<T>>> {
+        let first = &self.online[group[0].index()];
+        if group.iter().any(|w| &self.online[w.index()] != first) {
+            return Err(Error::invalid(
+                "linears that share an input must have the same online transforms",
+            ));
+        }
+        Ok(self.online_input(group[0], x, rows))
+    }
+
+    /// The input of linear `which` after its online transforms (`rows` rows), or `None` when it
+    /// has none.
+    pub fn online_input(&self, which: Linear, x: &[T], rows: usize) -> Option<Vec<T>> {
+        let ts = &self.online[which.index()];
+        if ts.is_empty() {
+            return None;
+        }
+        let mut v = x.to_vec();
+        for t in ts {
+            t.apply(&mut v, rows);
+        }
+        Some(v)
+    }
+
     /// The matrix of a linear layer.
     pub fn linear(&self, l: Linear) -> &[T] {
         match l {
@@ -94,6 +130,7 @@ impl<T: Float> Weights<T> {
                     w1: c(&l.w1),
                     w2: c(&l.w2),
                     w3: c(&l.w3),
+                    online: l.online.clone(),
                 })
                 .collect(),
             final_norm: c(&self.final_norm),
@@ -135,6 +172,17 @@ impl<T: Float> Weights<T> {
             chk(format!("layers.{i}.w1"), l.w1.len(), h * d)?;
             chk(format!("layers.{i}.w2"), l.w2.len(), d * h)?;
             chk(format!("layers.{i}.w3"), l.w3.len(), h * d)?;
+            for which in Linear::ALL {
+                let k = match which {
+                    Linear::Wo => q,
+                    Linear::W2 => h,
+                    _ => d,
+                };
+                for t in &l.online[which.index()] {
+                    t.validate()?;
+                    chk(format!("layers.{i}.online.{which:?}"), t.len(), k)?;
+                }
+            }
             for (n, b, want) in [("bq", &l.bq, q), ("bk", &l.bk, kv), ("bv", &l.bv, kv)] {
                 if let Some(b) = b {
                     chk(format!("layers.{i}.{n}"), b.len(), want)?;

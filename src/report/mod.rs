@@ -1,1 +1,3 @@
-//! placeholder
+//! Reports: tables, summaries and SVG plots.
+
+pub mod study;
