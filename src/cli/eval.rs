@@ -17,8 +17,9 @@ use std::time::Instant;
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
     /// Datapath for the quantized products: `ideal` (exact products, f64 accumulation, one
-    /// rounding; a numerical reference, not hardware) or a datapath preset / TOML file once
-    /// the bit-exact datapath is built in. Without it (or with --fast), the fast mode is used.
+    /// rounding; a numerical reference, not hardware) or a bit-exact datapath preset (exact,
+    /// ocp-fp32, mxdotp, blackwell-mxf8f6f4, blackwell-mxf4nvf4, hopper-fp8) or TOML file.
+    /// Without it (or with --fast), the fast mode is used.
     #[arg(long)]
     pub datapath: Option<String>,
     /// Fast mode: quantize, dequantize, multiply in float32 (NOT bit-exact).
