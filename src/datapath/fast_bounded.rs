@@ -130,7 +130,12 @@ fn exact_view(f: &Folded, rows: usize, k: usize, chunks: &[(usize, usize)]) -> E
                 continue;
             }
             for t in idx {
-                x[t] = (f.v[t] as i32) << (f.lsb[t] as i32 - cmin);
+                // zero elements may sit at any lsb: shift only nonzero ones (bits <= 31 above)
+                x[t] = if f.v[t] == 0 {
+                    0
+                } else {
+                    (f.v[t] as i32) << (f.lsb[t] as i32 - cmin)
+                };
             }
             chunk.push((cmin, lead, bits));
         }
