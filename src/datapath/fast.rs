@@ -8,12 +8,11 @@
 //! general path. Tested to equal the general path bit for bit (`tests/datapath_exact.rs`).
 
 use super::config::{AccJoin, DatapathConfig, ScaleAt};
-use super::engine::{dot_general, epilogue, El, Plan, Sc};
+use super::engine::{El, Plan, Sc};
 use super::float::{add_exact, round_fp, round_parts, FloatFormat, Fp, RoundMode};
 use super::wide::Wide;
 use crate::error::Result;
 use crate::mx::MxTensor;
-use rayon::prelude::*;
 
 use super::fast_bounded::{has_avx2, idot16, idot32, idot64};
 
@@ -144,9 +143,6 @@ enum Lanes {
     /// i64 values, i128 sums.
     L64(Vec<i64>, Vec<i64>),
 }
-
-const TI: usize = 4;
-const TJ: usize = 16;
 
 /// Per-row range of the scale exponents (lsb) over its blocks.
 fn scale_range(f: &Fixed, rows: usize, nb: usize) -> Vec<(i32, i32, u32)> {
@@ -281,36 +277,5 @@ pub(crate) fn gemm_fast(
             }
         }
     };
-    let mut out = vec![0f32; m * n];
-    if n == 0 {
-        return Ok(Some(out));
-    }
-    out.par_chunks_mut(n * TI)
-        .enumerate()
-        .try_for_each(|(ti, rows)| -> Result<()> {
-            let i0 = ti * TI;
-            let ni = rows.len() / n;
-            for j0 in (0..n).step_by(TJ) {
-                for j in j0..(j0 + TJ).min(n) {
-                    for ii in 0..ni {
-                        let i = i0 + ii;
-                        let craw = Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits()));
-                        let cv = if alpha.is_some() { Fp::ZERO } else { craw };
-                        let r = match one(i, j, cv) {
-                            Some(r) => r,
-                            None => {
-                                dot_general(plan, &super::row_of(a, i), &super::row_of(b, j), cv)?
-                            }
-                        };
-                        let r = match alpha {
-                            Some(al) => epilogue(al, r, craw, cfg),
-                            None => r,
-                        };
-                        rows[ii * n + j] = f32::from_bits(r.to_f32_bits(cfg.nan_bits));
-                    }
-                }
-            }
-            Ok(())
-        })?;
-    Ok(Some(out))
+    super::fast_bounded::drive(plan, alpha, a, b, c, one).map(Some)
 }

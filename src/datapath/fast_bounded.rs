@@ -624,7 +624,7 @@ const TJ: usize = 16;
 
 /// Run `f(i, j, c)` for every output in a fixed tiled order (parallel over row tiles),
 /// falling back to the general path where `f` declines; applies the global-scale epilogue.
-fn drive(
+pub(super) fn drive(
     plan: &Plan,
     alpha: Option<Fp>,
     a: &MxTensor,
