@@ -6,6 +6,13 @@
 //! accumulator) or rounded block by block, exactly as the general path does. Outputs whose
 //! result is an exact zero (whose sign needs the IEEE zero rules) are recomputed by the
 //! general path. Tested to equal the general path bit for bit (`tests/datapath_exact.rs`).
+//!
+//! For 16- and 32-bit lanes the block dot products of one row of A against [`JB`] rows of B
+//! are computed in one pass ([`super::blockdot`]); rows of A are processed in tiles so that
+//! a group of B rows is reused from cache. With an FP32 round-to-nearest-even accumulator the
+//! block-by-block accumulation uses a rounding and an addition specialised to normal FP32
+//! values (any other case, or a subnormal or overflowing intermediate, takes the general
+//! rounding routines).
 
 use super::config::{AccJoin, DatapathConfig, ScaleAt};
 use super::engine::{El, Plan, Sc};
@@ -14,7 +21,10 @@ use super::wide::Wide;
 use crate::error::Result;
 use crate::mx::MxTensor;
 
-use super::fast_bounded::{has_avx2, idot16, idot32, idot64};
+use super::acc32::{accumulate, has_avx512, Acc32, Chain, ACC32_ZERO};
+use super::blockdot::{block_dots_i16, block_dots_i32, JB};
+use super::fast_bounded::{c_of, emit, has_avx2, idot64};
+use rayon::prelude::*;
 
 /// Which exact-block shape a plan has.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -134,16 +144,6 @@ fn add_fast(a: Fp, b: Fp, fmt: FloatFormat, mode: RoundMode) -> Fp {
     add_exact(a, b, fmt, mode, false)
 }
 
-/// Element lanes of the block dot products.
-enum Lanes {
-    /// i16 values, i32 sums.
-    L16(Vec<i16>, Vec<i16>),
-    /// i32 values, i64 sums.
-    L32(Vec<i32>, Vec<i32>),
-    /// i64 values, i128 sums.
-    L64(Vec<i64>, Vec<i64>),
-}
-
 /// Per-row range of the scale exponents (lsb) over its blocks.
 fn scale_range(f: &Fixed, rows: usize, nb: usize) -> Vec<(i32, i32, u32)> {
     (0..rows)
@@ -161,6 +161,375 @@ fn scale_range(f: &Fixed, rows: usize, nb: usize) -> Vec<(i32, i32, u32)> {
         .collect()
 }
 
+/// Data the per-output combination needs.
+struct Combine<'a> {
+    plan: &'a Plan,
+    sh: Shape,
+    fa: &'a Fixed,
+    fb: &'a Fixed,
+    ra: Vec<(i32, i32, u32)>,
+    rb: Vec<(i32, i32, u32)>,
+    nb: usize,
+    width: u32,
+    /// The FP32 RNE specialisation applies (FP32 accumulator, RNE, block sums fit 63 bits).
+    f32_rne: bool,
+    /// Every block scale's significand is 1 (E8M0 scales).
+    unit_sig: bool,
+    /// The AVX-512 accumulation can run.
+    avx512: bool,
+    /// Scale lsb exponents per (row, block) of A and of B.
+    sla: Vec<i32>,
+    slb: Vec<i32>,
+}
+
+impl Combine<'_> {
+    /// One output from its block dot products `dot(blk)`: `Some` result in the output format,
+    /// or `None` (recompute by the general path).
+    #[inline]
+    fn one(&self, i: usize, j: usize, cv: Fp, dot: impl Fn(usize) -> i128) -> Option<Fp> {
+        let cfg = &self.plan.cfg;
+        let (fa, fb, nb) = (self.fa, self.fb, self.nb);
+        let base_lsb = fa.lsb + fb.lsb;
+        match self.sh {
+            Shape::WholeExact => {
+                let (alo, ahi, asb) = self.ra[i];
+                let (blo, bhi, bsb) = self.rb[j];
+                let e0 = alo + blo;
+                let lg_nb = usize::BITS - nb.leading_zeros();
+                let span = (ahi - alo + bhi - blo) as u32 + self.width + asb + bsb + lg_nb + 2;
+                if span < 126 {
+                    // every block term fits one i128 at the lsb 2^(base + e0)
+                    let mut acc: i128 = 0;
+                    for blk in 0..nb {
+                        let (sga, sla) = fa.scales[i * nb + blk];
+                        let (sgb, slb) = fb.scales[j * nb + blk];
+                        let v = dot(blk) * (sga as i128 * sgb as i128);
+                        acc += v << (sla + slb - e0);
+                    }
+                    let l = base_lsb + e0;
+                    let (total, lo) = match cv {
+                        Fp::Zero { .. } => (acc, l),
+                        Fp::Finite { neg, sig, exp } => {
+                            let lo = l.min(exp);
+                            let (s1, s2) = ((l - lo) as u32, (exp - lo) as u32);
+                            let bits = 128 - acc.unsigned_abs().leading_zeros();
+                            if bits + s1 > 125 || 64 + s2 > 125 {
+                                return self.wide(i, j, cv, dot);
+                            }
+                            let cpart = (sig as i128) << s2;
+                            ((acc << s1) + if neg { -cpart } else { cpart }, lo)
+                        }
+                        _ => return None,
+                    };
+                    if total == 0 {
+                        return None;
+                    }
+                    let r = round_parts(
+                        total < 0,
+                        total.unsigned_abs(),
+                        lo,
+                        false,
+                        cfg.accumulator,
+                        cfg.acc_rounding,
+                        false,
+                    );
+                    return Some(round_fp(r, cfg.output, cfg.output_rounding, false));
+                }
+                self.wide(i, j, cv, dot)
+            }
+            Shape::BlockAfter => self.block_after(i, j, cv, dot),
+        }
+    }
+
+    /// The outputs of rows `i0..i0 + cvs.len()` and columns `j0..j0 + jn` from their block
+    /// dot products (`dots[ii * nb * JB..]` per row, see [`Combine::group`]) into `res`: the
+    /// FP32 RNE block-by-block accumulation runs all rows' chains together
+    /// ([`acc32::accumulate`]); everything else goes row by row through [`Combine::group`].
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        i0: usize,
+        j0: usize,
+        jn: usize,
+        cvs: &[[Fp; JB]],
+        dots: &[i64],
+        sbq: &mut Vec<i64>,
+        res: &mut [[Option<Fp>; JB]],
+    ) {
+        let nb = self.nb;
+        if self.sh == Shape::BlockAfter && self.f32_rne && self.unit_sig && jn == JB {
+            sbq.clear();
+            for blk in 0..nb {
+                sbq.extend((0..JB).map(|jj| self.slb[(j0 + jj) * nb + blk] as i64));
+            }
+            let mut chains: Vec<Chain> = cvs
+                .iter()
+                .enumerate()
+                .map(|(ii, cv)| {
+                    let mut ok = [true; JB];
+                    let acc = std::array::from_fn(|jj| match cv[jj] {
+                        Fp::Zero { .. } => ACC32_ZERO,
+                        Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => Acc32 { neg, sig, exp },
+                        _ => {
+                            ok[jj] = false;
+                            ACC32_ZERO
+                        }
+                    });
+                    let i = i0 + ii;
+                    Chain {
+                        dots: &dots[ii * nb * JB..(ii + 1) * nb * JB],
+                        sa: &self.sla[i * nb..(i + 1) * nb],
+                        acc,
+                        ok,
+                    }
+                })
+                .collect();
+            accumulate(self.avx512, &mut chains, sbq, self.fa.lsb + self.fb.lsb, nb);
+            let cfg = &self.plan.cfg;
+            for (ii, ch) in chains.iter().enumerate() {
+                for jj in 0..JB {
+                    res[ii][jj] = if ch.ok[jj] {
+                        let Acc32 { neg, sig, exp } = ch.acc[jj];
+                        let r = if sig == 0 {
+                            Fp::Zero { neg: false }
+                        } else {
+                            Fp::Finite { neg, sig, exp }
+                        };
+                        Some(round_fp(r, cfg.output, cfg.output_rounding, false))
+                    } else {
+                        let d = &ch.dots;
+                        self.one(i0 + ii, j0 + jj, cvs[ii][jj], |blk| {
+                            d[blk * JB + jj] as i128
+                        })
+                    };
+                }
+            }
+            return;
+        }
+        for (ii, cv) in cvs.iter().enumerate() {
+            res[ii] = self.group(i0 + ii, j0, jn, cv, &dots[ii * nb * JB..(ii + 1) * nb * JB]);
+        }
+    }
+
+    /// The outputs `(i, j0 + jj)` for `jj < jn` from the block dot products `dots[blk * JB +
+    /// jj]`: the common cases (unit scale significands, as with E8M0) run the [`JB`] outputs'
+    /// block loops interleaved; anything else, or an output those decline, goes through
+    /// [`Combine::one`].
+    #[inline]
+    fn group(
+        &self,
+        i: usize,
+        j0: usize,
+        jn: usize,
+        cvs: &[Fp; JB],
+        dots: &[i64],
+    ) -> [Option<Fp>; JB] {
+        let mut res: [Option<Fp>; JB] = [None; JB];
+        let mut done = [false; JB];
+        if self.unit_sig && jn == JB {
+            match self.sh {
+                Shape::WholeExact => self.whole_i64(i, j0, cvs, dots, &mut res, &mut done),
+                Shape::BlockAfter => {}
+            }
+        }
+        for jj in 0..jn {
+            if !done[jj] {
+                res[jj] = self.one(i, j0 + jj, cvs[jj], |blk| dots[blk * JB + jj] as i128);
+            }
+        }
+        res
+    }
+
+    /// Whole exact sums in i64 when every block term fits 62 bits at the pair's lowest scale.
+    #[inline]
+    fn whole_i64(
+        &self,
+        i: usize,
+        j0: usize,
+        cvs: &[Fp; JB],
+        dots: &[i64],
+        res: &mut [Option<Fp>; JB],
+        done: &mut [bool; JB],
+    ) {
+        let nb = self.nb;
+        let (alo, ahi, _) = self.ra[i];
+        let lg_nb = usize::BITS - nb.leading_zeros();
+        let mut e0 = [0i32; JB];
+        for jj in 0..JB {
+            let (blo, bhi, _) = self.rb[j0 + jj];
+            if (ahi - alo + bhi - blo) as u32 + self.width + lg_nb + 1 > 62 {
+                return;
+            }
+            e0[jj] = alo + blo;
+        }
+        let sa = &self.sla[i * nb..(i + 1) * nb];
+        let sb: [&[i32]; JB] =
+            std::array::from_fn(|jj| &self.slb[(j0 + jj) * nb..(j0 + jj + 1) * nb]);
+        let dots = &dots[..nb * JB];
+        let mut acc = [0i64; JB];
+        for blk in 0..nb {
+            for jj in 0..JB {
+                acc[jj] += dots[blk * JB + jj] << (sa[blk] + sb[jj][blk] - e0[jj]);
+            }
+        }
+        let cfg = &self.plan.cfg;
+        let base = self.fa.lsb + self.fb.lsb;
+        for jj in 0..JB {
+            let l = base + e0[jj];
+            let acc = acc[jj] as i128;
+            let (total, lo) = match cvs[jj] {
+                Fp::Zero { .. } => (acc, l),
+                Fp::Finite { neg, sig, exp } if (l - exp).abs() < 60 => {
+                    let lo = l.min(exp);
+                    let cpart = (sig as i128) << (exp - lo);
+                    ((acc << (l - lo)) + if neg { -cpart } else { cpart }, lo)
+                }
+                _ => continue,
+            };
+            if total == 0 {
+                continue;
+            }
+            let r = round_parts(
+                total < 0,
+                total.unsigned_abs(),
+                lo,
+                false,
+                cfg.accumulator,
+                cfg.acc_rounding,
+                false,
+            );
+            res[jj] = Some(round_fp(r, cfg.output, cfg.output_rounding, false));
+            done[jj] = true;
+        }
+    }
+
+    /// Whole exact sum in a wide accumulator.
+    fn wide(&self, i: usize, j: usize, cv: Fp, dot: impl Fn(usize) -> i128) -> Option<Fp> {
+        let cfg = &self.plan.cfg;
+        let (fa, fb, nb) = (self.fa, self.fb, self.nb);
+        let mut w = Wide::new();
+        for blk in 0..nb {
+            let (sga, sla) = fa.scales[i * nb + blk];
+            let (sgb, slb) = fb.scales[j * nb + blk];
+            let v = dot(blk) * (sga as i128 * sgb as i128);
+            w.add(v < 0, v.unsigned_abs(), fa.lsb + fb.lsb + sla + slb);
+        }
+        match cv {
+            Fp::Finite { neg, sig, exp } => w.add(neg, sig as u128, exp),
+            Fp::Zero { .. } => {}
+            _ => return None,
+        }
+        if w.is_zero() {
+            return None;
+        }
+        let r = w.round(cfg.accumulator, cfg.acc_rounding, false, false);
+        Some(round_fp(r, cfg.output, cfg.output_rounding, false))
+    }
+
+    /// Block-by-block accumulation through the general rounding routines.
+    fn block_after(&self, i: usize, j: usize, cv: Fp, dot: impl Fn(usize) -> i128) -> Option<Fp> {
+        let cfg = &self.plan.cfg;
+        let (fa, fb, nb) = (self.fa, self.fb, self.nb);
+        let base_lsb = fa.lsb + fb.lsb;
+        let mut acc = round_fp(cv, cfg.accumulator, cfg.acc_rounding, false);
+        for blk in 0..nb {
+            if !matches!(acc, Fp::Finite { .. } | Fp::Zero { .. }) {
+                return None;
+            }
+            let (sga, sla) = fa.scales[i * nb + blk];
+            let (sgb, slb) = fb.scales[j * nb + blk];
+            let v = dot(blk) * (sga as i128 * sgb as i128);
+            if v == 0 {
+                if matches!(acc, Fp::Zero { .. }) {
+                    return None;
+                }
+                continue;
+            }
+            let sfp = round_parts(
+                v < 0,
+                v.unsigned_abs(),
+                base_lsb + sla + slb,
+                false,
+                cfg.accumulator,
+                cfg.acc_rounding,
+                false,
+            );
+            acc = add_fast(acc, sfp, cfg.accumulator, cfg.acc_rounding);
+        }
+        if !matches!(acc, Fp::Finite { .. } | Fp::Zero { .. }) {
+            return None;
+        }
+        Some(round_fp(acc, cfg.output, cfg.output_rounding, false))
+    }
+}
+
+/// Rows of A per parallel task of the tiled driver (a group of B rows is reused across them).
+const TILE_ROWS: usize = 8;
+
+/// Tiled driver for 16/32-bit lanes: for each tile of A rows and each group of [`JB`] B rows,
+/// the block dot products of one A row against the group in one pass, then each output's
+/// combination; outputs the kernel declines go to the general path.
+#[allow(clippy::too_many_arguments)]
+fn drive_tiled<T: Copy + Sync>(
+    comb: &Combine,
+    alpha: Option<Fp>,
+    a: &MxTensor,
+    b: &MxTensor,
+    c: Option<&[f32]>,
+    xa: &[T],
+    xb: &[T],
+    kernel: impl Fn(&[T], [&[T]; JB], &mut [i64]) + Sync,
+) -> Result<Vec<f32>> {
+    let (m, n, k) = (a.rows, b.rows, a.cols);
+    let plan = comb.plan;
+    let nb = comb.nb;
+    let mut out = vec![0f32; m * n];
+    if n == 0 || m == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(n * TILE_ROWS)
+        .enumerate()
+        .try_for_each(|(ti, rows)| -> Result<()> {
+            let i0 = ti * TILE_ROWS;
+            let ni = rows.len() / n;
+            let mut dots = vec![0i64; ni * nb * JB];
+            let mut sbq = Vec::with_capacity(nb * JB);
+            let mut cvs = vec![[Fp::ZERO; JB]; ni];
+            let mut craws = vec![[Fp::ZERO; JB]; ni];
+            let mut res = vec![[None; JB]; ni];
+            for j0 in (0..n).step_by(JB) {
+                let jn = JB.min(n - j0);
+                // a short last group repeats its last row (results unused)
+                let ys: [&[T]; JB] = std::array::from_fn(|jj| {
+                    let j = j0 + jj.min(jn - 1);
+                    &xb[j * k..(j + 1) * k]
+                });
+                for ii in 0..ni {
+                    let i = i0 + ii;
+                    kernel(
+                        &xa[i * k..(i + 1) * k],
+                        ys,
+                        &mut dots[ii * nb * JB..(ii + 1) * nb * JB],
+                    );
+                    for jj in 0..JB {
+                        (craws[ii][jj], cvs[ii][jj]) = c_of(alpha, c, i * n + j0 + jj.min(jn - 1));
+                    }
+                }
+                comb.tile(i0, j0, jn, &cvs, &dots, &mut sbq, &mut res);
+                for ii in 0..ni {
+                    let i = i0 + ii;
+                    for jj in 0..jn {
+                        let j = j0 + jj;
+                        let (craw, cv) = (craws[ii][jj], cvs[ii][jj]);
+                        rows[ii * n + j] = emit(plan, alpha, a, b, i, j, craw, cv, res[ii][jj])?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    Ok(out)
+}
+
 /// Fast GEMM, or `None` when the plan or the data needs the general path.
 pub(crate) fn gemm_fast(
     plan: &Plan,
@@ -175,107 +544,52 @@ pub(crate) fn gemm_fast(
     let (Some(fa), Some(fb)) = (fixed(a, &plan.ea, &plan.sa), fixed(b, &plan.eb, &plan.sb)) else {
         return Ok(None);
     };
-    let (m, n, k) = (a.rows, b.rows, a.cols);
+    let k = a.cols;
     let bs = a.block_size;
     let nb = k.div_ceil(bs);
     let width = fa.bits + fb.bits + (usize::BITS - bs.leading_zeros());
-    let lanes = if fa.bits <= 15 && fb.bits <= 15 && width <= 31 {
-        Lanes::L16(
-            fa.vals.iter().map(|&v| v as i16).collect(),
-            fb.vals.iter().map(|&v| v as i16).collect(),
-        )
-    } else if fa.bits <= 31 && fb.bits <= 31 && width <= 63 {
-        Lanes::L32(
-            fa.vals.iter().map(|&v| v as i32).collect(),
-            fb.vals.iter().map(|&v| v as i32).collect(),
-        )
-    } else {
-        Lanes::L64(fa.vals.clone(), fb.vals.clone())
+    let ra = scale_range(&fa, a.rows, nb);
+    let rb = scale_range(&fb, b.rows, nb);
+    let sbits =
+        ra.iter().map(|r| r.2).max().unwrap_or(0) + rb.iter().map(|r| r.2).max().unwrap_or(0);
+    let cfg = &plan.cfg;
+    let comb = Combine {
+        plan,
+        sh,
+        fa: &fa,
+        fb: &fb,
+        ra,
+        rb,
+        nb,
+        width,
+        f32_rne: cfg.accumulator == FloatFormat::FP32
+            && cfg.acc_rounding == RoundMode::Rne
+            && width + sbits <= 62,
+        unit_sig: fa.scales.iter().chain(&fb.scales).all(|s| s.0 == 1),
+        avx512: has_avx512(),
+        sla: fa.scales.iter().map(|s| s.1).collect(),
+        slb: fb.scales.iter().map(|s| s.1).collect(),
     };
     let avx = has_avx2();
-    let block_dot = |i: usize, j: usize, s: usize, e: usize| -> i128 {
-        let (x0, y0) = (i * k, j * k);
-        match &lanes {
-            Lanes::L16(x, y) => idot16(avx, &x[x0 + s..x0 + e], &y[y0 + s..y0 + e]) as i128,
-            Lanes::L32(x, y) => idot32(avx, &x[x0 + s..x0 + e], &y[y0 + s..y0 + e]) as i128,
-            Lanes::L64(x, y) => idot64(avx, &x[x0 + s..x0 + e], &y[y0 + s..y0 + e]),
-        }
-    };
-    let cfg = &plan.cfg;
-    let base_lsb = fa.lsb + fb.lsb;
-    let ra = scale_range(&fa, m, nb);
-    let rb = scale_range(&fb, n, nb);
-    let lg_nb = usize::BITS - nb.leading_zeros();
-    // one output: Some(result in the output format) or None (recompute by the general path)
+    if fa.bits <= 15 && fb.bits <= 15 && width <= 31 {
+        let xa: Vec<i16> = fa.vals.iter().map(|&v| v as i16).collect();
+        let xb: Vec<i16> = fb.vals.iter().map(|&v| v as i16).collect();
+        let kern = |x: &[i16], ys: [&[i16]; JB], o: &mut [i64]| block_dots_i16(avx, x, ys, bs, o);
+        return drive_tiled(&comb, alpha, a, b, c, &xa, &xb, kern).map(Some);
+    }
+    if fa.bits <= 31 && fb.bits <= 31 && width <= 63 {
+        let xa: Vec<i32> = fa.vals.iter().map(|&v| v as i32).collect();
+        let xb: Vec<i32> = fb.vals.iter().map(|&v| v as i32).collect();
+        let kern = |x: &[i32], ys: [&[i32]; JB], o: &mut [i64]| block_dots_i32(avx, x, ys, bs, o);
+        return drive_tiled(&comb, alpha, a, b, c, &xa, &xb, kern).map(Some);
+    }
+    // 64-bit lanes (E5M2 pairs): one block dot at a time
+    let (xa, xb) = (&fa.vals, &fb.vals);
     let one = |i: usize, j: usize, cv: Fp| -> Option<Fp> {
-        match sh {
-            Shape::WholeExact => {
-                let (alo, ahi, asb) = ra[i];
-                let (blo, bhi, bsb) = rb[j];
-                let e0 = alo + blo;
-                let narrow = (ahi - alo + bhi - blo) as u32 + width + asb + bsb + lg_nb + 2 < 126;
-                let mut w = Wide::new();
-                let mut acc: i128 = 0;
-                for blk in 0..nb {
-                    let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
-                    let (sga, sla) = fa.scales[i * nb + blk];
-                    let (sgb, slb) = fb.scales[j * nb + blk];
-                    let d = block_dot(i, j, s, e);
-                    let v = d * (sga as i128 * sgb as i128);
-                    if narrow {
-                        acc += v << (sla + slb - e0);
-                    } else {
-                        w.add(v < 0, v.unsigned_abs(), base_lsb + sla + slb);
-                    }
-                }
-                if narrow {
-                    w.add(acc < 0, acc.unsigned_abs(), base_lsb + e0);
-                }
-                match cv {
-                    Fp::Finite { neg, sig, exp } => w.add(neg, sig as u128, exp),
-                    Fp::Zero { .. } => {}
-                    _ => return None,
-                }
-                if w.is_zero() {
-                    return None;
-                }
-                let r = w.round(cfg.accumulator, cfg.acc_rounding, false, false);
-                Some(round_fp(r, cfg.output, cfg.output_rounding, false))
-            }
-            Shape::BlockAfter => {
-                let mut acc = round_fp(cv, cfg.accumulator, cfg.acc_rounding, false);
-                for blk in 0..nb {
-                    if !matches!(acc, Fp::Finite { .. } | Fp::Zero { .. }) {
-                        return None;
-                    }
-                    let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
-                    let (sga, sla) = fa.scales[i * nb + blk];
-                    let (sgb, slb) = fb.scales[j * nb + blk];
-                    let d = block_dot(i, j, s, e);
-                    let v = d * (sga as i128 * sgb as i128);
-                    if v == 0 {
-                        if matches!(acc, Fp::Zero { .. }) {
-                            return None;
-                        }
-                        continue;
-                    }
-                    let sfp = round_parts(
-                        v < 0,
-                        v.unsigned_abs(),
-                        base_lsb + sla + slb,
-                        false,
-                        cfg.accumulator,
-                        cfg.acc_rounding,
-                        false,
-                    );
-                    acc = add_fast(acc, sfp, cfg.accumulator, cfg.acc_rounding);
-                }
-                if !matches!(acc, Fp::Finite { .. } | Fp::Zero { .. }) {
-                    return None;
-                }
-                Some(round_fp(acc, cfg.output, cfg.output_rounding, false))
-            }
-        }
+        comb.one(i, j, cv, |blk| {
+            let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
+            idot64(avx, &xa[i * k + s..i * k + e], &xb[j * k + s..j * k + e])
+        })
     };
     super::fast_bounded::drive(plan, alpha, a, b, c, one).map(Some)
 }

@@ -633,7 +633,6 @@ pub(super) fn drive(
     f: impl Fn(usize, usize, Fp) -> Option<Fp> + Sync,
 ) -> Result<Vec<f32>> {
     let (m, n) = (a.rows, b.rows);
-    let cfg = &plan.cfg;
     let mut out = vec![0f32; m * n];
     if n == 0 {
         return Ok(out);
@@ -647,25 +646,50 @@ pub(super) fn drive(
                 for j in j0..(j0 + TJ).min(n) {
                     for ii in 0..ni {
                         let i = i0 + ii;
-                        let craw = Fp::from_f32_bits(c.map_or(0, |c| c[i * n + j].to_bits()));
-                        let cv = if alpha.is_some() { Fp::ZERO } else { craw };
-                        let r = match f(i, j, cv) {
-                            Some(r) => r,
-                            None => {
-                                dot_general(plan, &super::row_of(a, i), &super::row_of(b, j), cv)?
-                            }
-                        };
-                        let r = match alpha {
-                            Some(al) => epilogue(al, r, craw, cfg),
-                            None => r,
-                        };
-                        rows[ii * n + j] = f32::from_bits(r.to_f32_bits(cfg.nan_bits));
+                        let (craw, cv) = c_of(alpha, c, i * n + j);
+                        let r = f(i, j, cv);
+                        rows[ii * n + j] = emit(plan, alpha, a, b, i, j, craw, cv, r)?;
                     }
                 }
             }
             Ok(())
         })?;
     Ok(out)
+}
+
+/// The raw `C` value of output `idx` and the accumulator's initial value (zero when a
+/// global-scale epilogue adds `C` after the product).
+#[inline]
+pub(super) fn c_of(alpha: Option<Fp>, c: Option<&[f32]>, idx: usize) -> (Fp, Fp) {
+    let craw = Fp::from_f32_bits(c.map_or(0, |c| c[idx].to_bits()));
+    let cv = if alpha.is_some() { Fp::ZERO } else { craw };
+    (craw, cv)
+}
+
+/// One output's f32 result: the fast kernel's `r`, or the general path where it declined,
+/// followed by the global-scale epilogue.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) fn emit(
+    plan: &Plan,
+    alpha: Option<Fp>,
+    a: &MxTensor,
+    b: &MxTensor,
+    i: usize,
+    j: usize,
+    craw: Fp,
+    cv: Fp,
+    r: Option<Fp>,
+) -> Result<f32> {
+    let r = match r {
+        Some(r) => r,
+        None => dot_general(plan, &super::row_of(a, i), &super::row_of(b, j), cv)?,
+    };
+    let r = match alpha {
+        Some(al) => epilogue(al, r, craw, &plan.cfg),
+        None => r,
+    };
+    Ok(f32::from_bits(r.to_f32_bits(plan.cfg.nan_bits)))
 }
 
 /// Fast GEMM for bounded-window plans, or `None` when the plan or the operands need the
@@ -807,26 +831,11 @@ pub(crate) fn gemm_bounded(
     }
 }
 
-// ---- exact integer block dot products for the exact-block fast path ----
+// ---- exact integer dot products of 64-bit lanes for the exact-block fast path ----
 
-#[inline(always)]
-fn idot16_impl(x: &[i16], y: &[i16]) -> i32 {
-    let n = x.len();
-    let y = &y[..n];
-    let mut s = 0i32;
-    for t in 0..n {
-        s = s.wrapping_add(x[t] as i32 * y[t] as i32);
-    }
-    s
-}
-
-#[inline(always)]
-fn idot32_impl(x: &[i32], y: &[i32]) -> i64 {
-    dot_impl(x, y)
-}
-
-#[inline(always)]
-fn idot64_impl(x: &[i64], y: &[i64]) -> i128 {
+/// Exact dot product of i64 lanes in i128.
+#[inline]
+pub(crate) fn idot64(_avx: bool, x: &[i64], y: &[i64]) -> i128 {
     let n = x.len();
     let y = &y[..n];
     let mut s = 0i128;
@@ -834,46 +843,4 @@ fn idot64_impl(x: &[i64], y: &[i64]) -> i128 {
         s += x[t] as i128 * y[t] as i128;
     }
     s
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2x {
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn idot16(x: &[i16], y: &[i16]) -> i32 {
-        super::idot16_impl(x, y)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn idot32(x: &[i32], y: &[i32]) -> i64 {
-        super::idot32_impl(x, y)
-    }
-}
-
-/// Exact dot product of i16 lanes whose sum fits i32.
-#[inline]
-pub(crate) fn idot16(avx: bool, x: &[i16], y: &[i16]) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: only called when the CPU supports AVX2.
-        return unsafe { avx2x::idot16(x, y) };
-    }
-    let _ = avx;
-    idot16_impl(x, y)
-}
-
-/// Exact dot product of i32 lanes whose sum fits i64.
-#[inline]
-pub(crate) fn idot32(avx: bool, x: &[i32], y: &[i32]) -> i64 {
-    #[cfg(target_arch = "x86_64")]
-    if avx {
-        // SAFETY: only called when the CPU supports AVX2.
-        return unsafe { avx2x::idot32(x, y) };
-    }
-    let _ = avx;
-    idot32_impl(x, y)
-}
-
-/// Exact dot product of i64 lanes in i128.
-#[inline]
-pub(crate) fn idot64(_avx: bool, x: &[i64], y: &[i64]) -> i128 {
-    idot64_impl(x, y)
 }

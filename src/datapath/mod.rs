@@ -20,6 +20,8 @@
 //! for any thread count. Fast paths (exact small-integer block dot products) are used where a
 //! preset allows and are tested to equal the general path.
 
+mod acc32;
+mod blockdot;
 mod config;
 mod engine;
 mod fast;

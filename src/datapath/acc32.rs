@@ -1,0 +1,348 @@
+//! FP32 round-to-nearest-even accumulation of exact block sums, in integers: the `ocp-fp32`
+//! style step `acc <- RNE32(acc + RNE32(sum * 2^lsb))` (OCP MX v1.0 section 6.2 leaves the
+//! accumulation to the implementation; this is the IEEE 754 binary32 conversion and addition,
+//! as Berkeley SoftFloat's `i64_to_f32` scaling and `f32_add` compute them).
+//!
+//! Only normal intermediates are handled: a step whose exact value lies outside the normal
+//! range (where subnormal rounding or overflow would apply) marks the output as declined, and
+//! the caller recomputes it with the general routines. A scalar version and an AVX-512
+//! version over four outputs per vector (several vectors interleaved, so the dependent chain
+//! of additions is not latency bound) compute identical results.
+
+/// A round-to-nearest-even FP32 accumulator value: a normal number `(-1)^neg * sig * 2^exp`
+/// with `2^23 <= sig < 2^24`, or zero (`sig == 0`, `exp` = [`ZERO_EXP`], below every normal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Acc32 {
+    pub neg: bool,
+    pub sig: u64,
+    pub exp: i32,
+}
+
+/// Exponent given to a zero [`Acc32`].
+const ZERO_EXP: i32 = -100_000;
+
+/// The zero accumulator.
+pub(crate) const ACC32_ZERO: Acc32 = Acc32 {
+    neg: false,
+    sig: 0,
+    exp: ZERO_EXP,
+};
+
+/// `(-1)^neg * mag * 2^lsb` (`mag != 0`) rounded to nearest even into FP32, and whether that
+/// is a normal number computed right (`false` when the exact value lies outside the normal
+/// range). Branch-free on the data.
+#[inline(always)]
+pub(crate) fn rne32(neg: bool, mag: u64, lsb: i32) -> (Acc32, bool) {
+    let nb = 64 - mag.leading_zeros() as i32;
+    let lead = lsb + nb - 1;
+    let shl = (24 - nb).max(0) as u32;
+    let sh = (nb - 24).max(0) as u32;
+    let m = mag << shl;
+    let kept = m >> sh;
+    let rem = m & ((1u64 << sh) - 1);
+    let half = (1u64 << sh) >> 1;
+    let up = (rem > half) | ((rem == half) & (sh > 0) & (kept & 1 == 1));
+    let sig = kept + up as u64;
+    let carry = (sig >> 24) as u32;
+    let exp = lsb - shl as i32 + sh as i32 + carry as i32;
+    let valid = (-126..=127 - carry as i32).contains(&lead);
+    (
+        Acc32 {
+            neg,
+            sig: sig >> carry,
+            exp,
+        },
+        valid,
+    )
+}
+
+/// IEEE FP32 round-to-nearest-even addition `acc + s` (each normal or zero), and whether the
+/// result is a normal number or zero computed right.
+#[inline(always)]
+pub(crate) fn add32(acc: Acc32, s: Acc32) -> (Acc32, bool) {
+    let (h, l) = if s.exp > acc.exp { (s, acc) } else { (acc, s) };
+    let d = h.exp - l.exp;
+    // beyond 39 bits the smaller term is below 2^-14 ulp of the larger (or of the binade
+    // below it): RNE returns the larger, as the sum with zero does
+    let far = d > 39;
+    let dd = if far { 39 } else { d as u32 };
+    let y = if far { 0 } else { l.sig as i64 };
+    let x = (h.sig << dd) as i64;
+    let t = (if h.neg { -x } else { x }) + (if l.neg { -y } else { y });
+    if t == 0 {
+        return (ACC32_ZERO, true);
+    }
+    rne32(t < 0, t.unsigned_abs(), h.exp - dd as i32)
+}
+
+/// One accumulation problem: four outputs (lanes) sharing a row of A.
+pub(crate) struct Chain<'a> {
+    /// Block sums, `dots[blk * 4 + lane]` (exact integers, `|sum| < 2^62`).
+    pub dots: &'a [i64],
+    /// Scale lsb exponent of each block of the row of A.
+    pub sa: &'a [i32],
+    /// Initial accumulators (normal or zero), updated in place.
+    pub acc: [Acc32; 4],
+    /// Whether each lane stayed within what is handled here (the caller sets `true`).
+    pub ok: [bool; 4],
+}
+
+/// Accumulate every chain's block sums, block by block, into its accumulators:
+/// `acc <- RNE32(acc + RNE32(dots[blk] * 2^(base + sa[blk] + sbq[blk * 4 + lane])))`, for
+/// `blk` in order. A zero block sum leaves a nonzero accumulator unchanged; with a zero
+/// accumulator the lane is declined (the sign of the zero follows IEEE rules there).
+pub(crate) fn accumulate(avx512: bool, chains: &mut [Chain], sbq: &[i64], base: i32, nb: usize) {
+    for c in chains.iter() {
+        assert!(c.dots.len() >= nb * 4 && c.sa.len() >= nb);
+    }
+    assert!(sbq.len() >= nb * 4);
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        for group in chains.chunks_mut(8) {
+            // SAFETY: only called when the CPU has AVX-512 F/VL/CD; lengths checked above.
+            unsafe { v512::accumulate(group, sbq, base, nb) };
+        }
+        return;
+    }
+    let _ = avx512;
+    for c in chains.iter_mut() {
+        for blk in 0..nb {
+            for lane in 0..4 {
+                let v = c.dots[blk * 4 + lane];
+                let acc = c.acc[lane];
+                if v == 0 {
+                    c.ok[lane] &= acc.sig != 0;
+                    continue;
+                }
+                let lsb = base + c.sa[blk] + sbq[blk * 4 + lane] as i32;
+                let (s, v1) = rne32(v < 0, v.unsigned_abs(), lsb);
+                let (r, v2) = add32(acc, s);
+                c.acc[lane] = r;
+                c.ok[lane] &= v1 & v2;
+            }
+        }
+    }
+}
+
+/// Whether the AVX-512 version can run here.
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512cd")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod v512 {
+    use super::{Acc32, Chain, ZERO_EXP};
+    use std::arch::x86_64::*;
+
+    /// Lanes hold signed significands (`-sig` for negative values) and exponents as i64.
+    #[derive(Clone, Copy)]
+    struct V {
+        sig: __m256i,
+        exp: __m256i,
+    }
+
+    /// Vector [`super::rne32`]: `mag` nonzero in every lane.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512cd")]
+    unsafe fn rne(neg: __mmask8, mag: __m256i, lsb: __m256i) -> (V, __mmask8) {
+        let zero = _mm256_setzero_si256();
+        let one = _mm256_set1_epi64x(1);
+        let c24 = _mm256_set1_epi64x(24);
+        let nb = _mm256_sub_epi64(_mm256_set1_epi64x(64), _mm256_lzcnt_epi64(mag));
+        let lead = _mm256_add_epi64(lsb, _mm256_sub_epi64(nb, one));
+        let shl = _mm256_max_epi64(_mm256_sub_epi64(c24, nb), zero);
+        let sh = _mm256_max_epi64(_mm256_sub_epi64(nb, c24), zero);
+        let m = _mm256_sllv_epi64(mag, shl);
+        let kept = _mm256_srlv_epi64(m, sh);
+        let pw = _mm256_sllv_epi64(one, sh);
+        let rem = _mm256_and_si256(m, _mm256_sub_epi64(pw, one));
+        let half = _mm256_srli_epi64::<1>(pw);
+        let gt = _mm256_cmpgt_epu64_mask(rem, half);
+        let tie = _mm256_cmpeq_epi64_mask(rem, half)
+            & _mm256_cmpgt_epi64_mask(sh, zero)
+            & _mm256_test_epi64_mask(kept, one);
+        let sig = _mm256_mask_add_epi64(kept, gt | tie, kept, one);
+        let carry = _mm256_srli_epi64::<24>(sig);
+        let sig = _mm256_srlv_epi64(sig, carry);
+        let exp = _mm256_add_epi64(_mm256_sub_epi64(lsb, shl), _mm256_add_epi64(sh, carry));
+        let valid = _mm256_cmpge_epi64_mask(lead, _mm256_set1_epi64x(-126))
+            & _mm256_cmple_epi64_mask(_mm256_add_epi64(lead, carry), _mm256_set1_epi64x(127));
+        let sig = _mm256_mask_sub_epi64(sig, neg, zero, sig);
+        (V { sig, exp }, valid)
+    }
+
+    /// Vector [`super::add32`] (operands normal or zero); returns the sum and the lanes
+    /// computed right.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512cd")]
+    unsafe fn add(a: V, s: V) -> (V, __mmask8) {
+        let zero = _mm256_setzero_si256();
+        let swap = _mm256_cmpgt_epi64_mask(s.exp, a.exp);
+        let hs = _mm256_mask_blend_epi64(swap, a.sig, s.sig);
+        let he = _mm256_mask_blend_epi64(swap, a.exp, s.exp);
+        let ls = _mm256_mask_blend_epi64(swap, s.sig, a.sig);
+        let le = _mm256_mask_blend_epi64(swap, s.exp, a.exp);
+        let c39 = _mm256_set1_epi64x(39);
+        let d = _mm256_sub_epi64(he, le);
+        let far = _mm256_cmpgt_epi64_mask(d, c39);
+        let dd = _mm256_min_epi64(d, c39);
+        let y = _mm256_maskz_mov_epi64(!far, ls);
+        let t = _mm256_add_epi64(_mm256_sllv_epi64(hs, dd), y);
+        let tz = _mm256_cmpeq_epi64_mask(t, zero);
+        let neg = _mm256_cmplt_epi64_mask(t, zero);
+        let mag = _mm256_mask_mov_epi64(_mm256_abs_epi64(t), tz, _mm256_set1_epi64x(1));
+        let (r, valid) = rne(neg, mag, _mm256_sub_epi64(he, dd));
+        let r = V {
+            sig: _mm256_maskz_mov_epi64(!tz, r.sig),
+            exp: _mm256_mask_mov_epi64(r.exp, tz, _mm256_set1_epi64x(ZERO_EXP as i64)),
+        };
+        (r, valid | tz)
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl,avx512cd")]
+    pub(super) unsafe fn accumulate(chains: &mut [Chain], sbq: &[i64], base: i32, nb: usize) {
+        const R: usize = 8;
+        let n = chains.len();
+        debug_assert!(n <= R);
+        let zero = _mm256_setzero_si256();
+        let zexp = _mm256_set1_epi64x(ZERO_EXP as i64);
+        let mut acc = [V {
+            sig: zero,
+            exp: zexp,
+        }; R];
+        let mut ok = [0u8; R];
+        for (r, c) in chains.iter().enumerate() {
+            let sig: [i64; 4] = std::array::from_fn(|l| {
+                if c.acc[l].neg {
+                    -(c.acc[l].sig as i64)
+                } else {
+                    c.acc[l].sig as i64
+                }
+            });
+            let exp: [i64; 4] = std::array::from_fn(|l| c.acc[l].exp as i64);
+            acc[r] = V {
+                sig: _mm256_loadu_si256(sig.as_ptr() as *const __m256i),
+                exp: _mm256_loadu_si256(exp.as_ptr() as *const __m256i),
+            };
+            ok[r] = (0..4).fold(0u8, |m, l| m | ((c.ok[l] as u8) << l));
+        }
+        let basev = _mm256_set1_epi64x(base as i64);
+        for blk in 0..nb {
+            let sb = _mm256_loadu_si256(sbq.as_ptr().add(blk * 4) as *const __m256i);
+            let lsb0 = _mm256_add_epi64(basev, sb);
+            for r in 0..n {
+                let c = &chains[r];
+                let v = _mm256_loadu_si256(c.dots.as_ptr().add(blk * 4) as *const __m256i);
+                let lsb =
+                    _mm256_add_epi64(lsb0, _mm256_set1_epi64x(*c.sa.get_unchecked(blk) as i64));
+                let vz = _mm256_cmpeq_epi64_mask(v, zero);
+                let neg = _mm256_cmplt_epi64_mask(v, zero);
+                let mag = _mm256_mask_mov_epi64(_mm256_abs_epi64(v), vz, _mm256_set1_epi64x(1));
+                let (s, v1) = rne(neg, mag, lsb);
+                let s = V {
+                    sig: _mm256_maskz_mov_epi64(!vz, s.sig),
+                    exp: _mm256_mask_mov_epi64(s.exp, vz, zexp),
+                };
+                let az = _mm256_cmpeq_epi64_mask(acc[r].sig, zero);
+                let (x, v2) = add(acc[r], s);
+                acc[r] = x;
+                ok[r] &= (v1 | vz) & v2 & !(vz & az);
+            }
+        }
+        for (r, c) in chains.iter_mut().enumerate() {
+            let mut sig = [0i64; 4];
+            let mut exp = [0i64; 4];
+            _mm256_storeu_si256(sig.as_mut_ptr() as *mut __m256i, acc[r].sig);
+            _mm256_storeu_si256(exp.as_mut_ptr() as *mut __m256i, acc[r].exp);
+            for l in 0..4 {
+                c.acc[l] = Acc32 {
+                    neg: sig[l] < 0,
+                    sig: sig[l].unsigned_abs(),
+                    exp: exp[l] as i32,
+                };
+                c.ok[l] = ok[r] >> l & 1 == 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The scalar and AVX-512 accumulations agree lane by lane (results and declines), on
+    /// block sums of every magnitude, zeros, cancellations and out-of-range exponents.
+    #[test]
+    fn vector_equals_scalar() {
+        if !has_avx512() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let nb = 40;
+        for round in 0..200 {
+            let n = 1 + round % 8;
+            let dots: Vec<Vec<i64>> = (0..n)
+                .map(|_| {
+                    (0..nb * 4)
+                        .map(|_| match rng.gen_range(0..6) {
+                            0 => 0,
+                            1 => rng.gen_range(-100..100),
+                            2 => rng.gen_range(-(1i64 << 30)..1 << 30),
+                            _ => rng.gen_range(-(1i64 << 61)..1 << 61) >> rng.gen_range(0..60),
+                        })
+                        .collect()
+                })
+                .collect();
+            let spread = if round % 3 == 0 { 150 } else { 8 };
+            let sa: Vec<Vec<i32>> = (0..n)
+                .map(|_| (0..nb).map(|_| rng.gen_range(-spread..spread)).collect())
+                .collect();
+            let sbq: Vec<i64> = (0..nb * 4)
+                .map(|_| rng.gen_range(-spread..spread) as i64)
+                .collect();
+            let init = |l: usize| {
+                if l == 0 {
+                    ACC32_ZERO
+                } else {
+                    Acc32 {
+                        neg: l == 2,
+                        sig: (1 << 23) | l as u64,
+                        exp: -30 + l as i32,
+                    }
+                }
+            };
+            let mk = || -> Vec<Chain> {
+                (0..n)
+                    .map(|r| Chain {
+                        dots: &dots[r],
+                        sa: &sa[r],
+                        acc: std::array::from_fn(init),
+                        ok: [true; 4],
+                    })
+                    .collect()
+            };
+            let (mut s, mut v) = (mk(), mk());
+            accumulate(false, &mut s, &sbq, -20, nb);
+            accumulate(true, &mut v, &sbq, -20, nb);
+            for r in 0..n {
+                assert_eq!(s[r].ok, v[r].ok, "round {round} row {r}");
+                for l in 0..4 {
+                    if s[r].ok[l] {
+                        assert_eq!(s[r].acc[l], v[r].acc[l], "round {round} row {r} lane {l}");
+                    }
+                }
+            }
+        }
+    }
+}
