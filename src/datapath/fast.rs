@@ -268,7 +268,7 @@ impl Combine<'_> {
                 .map(|(ii, cv)| {
                     let mut ok = [true; JB];
                     let acc = std::array::from_fn(|jj| match cv[jj] {
-                        Fp::Zero { .. } => ACC32_ZERO,
+                        Fp::Zero { neg: false } => ACC32_ZERO,
                         Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => Acc32 { neg, sig, exp },
                         _ => {
                             ok[jj] = false;
@@ -284,7 +284,8 @@ impl Combine<'_> {
                     }
                 })
                 .collect();
-            accumulate(self.avx512, &mut chains, sbq, self.fa.lsb + self.fb.lsb, nb);
+            let base = self.fa.lsb + self.fb.lsb;
+            accumulate(self.avx512, self.width <= 24, &mut chains, sbq, base, nb);
             let cfg = &self.plan.cfg;
             for (ii, ch) in chains.iter().enumerate() {
                 for jj in 0..JB {
