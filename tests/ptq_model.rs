@@ -367,3 +367,50 @@ fn sequential_gptq_perplexity_against_rtn() {
         );
     }
 }
+
+/// Model-level methods with parallel calibration (sequential GPTQ's per-sequence block passes,
+/// the rotation search's forward passes, FlatQuant's per-group training) give bit-identical
+/// results on 1 and 2 threads.
+#[test]
+fn model_methods_same_bits_any_thread_count() {
+    let (model, calib, _) = setup();
+    let plan = Plan::named("W4A4", Some(Scheme::Mxfp4)).unwrap();
+    type Out = (Vec<Vec<u32>>, Vec<[f64; 7]>);
+    let run = || -> Vec<Out> {
+        ["spinquant+gptq", "flatquant"]
+            .iter()
+            .map(|name| {
+                let p = prepare(
+                    &model,
+                    &plan,
+                    &Method::parse(name).unwrap(),
+                    &calib,
+                    &fast_opts(),
+                )
+                .unwrap();
+                let mut bits: Vec<Vec<u32>> = p
+                    .weights
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|w| w.deq.iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                for l in &p.model.weights.layers {
+                    for which in Linear::ALL {
+                        bits.push(l.linear(which).iter().map(|v| v.to_bits()).collect());
+                    }
+                }
+                (bits, p.act_clip)
+            })
+            .collect()
+    };
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(run);
+    let two = pool(2).install(run);
+    assert!(one == two, "results differ between 1 and 2 threads");
+}
