@@ -169,3 +169,94 @@ fn eval_with_method_beats_rtn() {
     let gptq = ppl(&["--method", "gptq", "--calib", calib.to_str().unwrap()]);
     assert!(gptq < rtn, "gptq {gptq} vs rtn {rtn}");
 }
+
+/// GPTQ act-order is selected by method name in `mxsim eval` (`gptq-actorder`, or `actorder`
+/// added to a GPTQ combination) and in `mxsim study`; it changes the result; without a GPTQ
+/// quantizer it is an error.
+#[test]
+fn act_order_methods_in_eval_and_study() {
+    let m = models_dir();
+    let model = m.join("stories260K.bin");
+    let text = m.join("tinystories_dev.txt");
+    let calib = m.join("tinystories_calib.txt");
+    let eval = |method: &str| {
+        mxsim(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--plan",
+            "W4A8",
+            "--format",
+            "mxfp4",
+            "--max-tokens",
+            "500",
+            "--layer-tokens",
+            "0",
+            "--calib-tokens",
+            "512",
+            "--method",
+            method,
+            "--calib",
+            calib.to_str().unwrap(),
+        ])
+    };
+    let ppl = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        s.lines()
+            .find(|l| l.starts_with("perplexity"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let plain = ppl(&eval("gptq"));
+    let ordered = ppl(&eval("gptq-actorder"));
+    assert!(
+        ordered.is_finite() && ordered != plain,
+        "{ordered} vs {plain}"
+    );
+    assert_eq!(ppl(&eval("gptq+actorder")), ordered);
+    let bad = eval("rtn+actorder");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("act-order needs a GPTQ quantizer"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let out = tempfile::tempdir().unwrap();
+    let o = mxsim(&[
+        "study",
+        "--model",
+        model.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--methods",
+        "gptq-actorder,mrgptq+actorder",
+        "--plans",
+        "W4A8",
+        "--formats",
+        "mxfp4",
+        "--max-tokens",
+        "300",
+        "--calib-tokens",
+        "512",
+        "--layer-tokens",
+        "0",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
+    assert!(csv.contains("\ngptq-actorder,W4A8,mxfp4,floor,"), "{csv}");
+    assert!(
+        csv.contains("\nmrgptq+actorder,W4A8,mxfp4,prescale"),
+        "{csv}"
+    );
+}

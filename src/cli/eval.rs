@@ -81,9 +81,10 @@ pub struct EvalArgs {
     /// Measure per-layer errors over the first sequences up to this many tokens (0: off).
     #[arg(long, default_value_t = 4096)]
     pub layer_tokens: usize,
-    /// PTQ method to apply before evaluating (see docs/ptq.md): rtn, gptq, gptq-static, awq,
-    /// smoothquant, quarot, spinquant, flatquant, mrgptq, prescale, mse, 4over6, or a '+'
-    /// combination such as quarot+gptq. Needs --calib.
+    /// PTQ method to apply before evaluating (see docs/ptq.md): rtn, gptq, gptq-static,
+    /// gptq-actorder, gptq-static-actorder, awq, smoothquant, quarot, spinquant, flatquant,
+    /// mrgptq, hadamard-block, prescale, mse, 4over6, or a '+' combination such as quarot+gptq
+    /// (add 'actorder' for GPTQ act-order: mrgptq+actorder). Needs --calib.
     #[arg(long)]
     pub method: Option<String>,
     /// Calibration text for --method (never the evaluation text).

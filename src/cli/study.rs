@@ -33,7 +33,10 @@ pub struct StudyArgs {
     /// Evaluation text.
     #[arg(long)]
     pub text: PathBuf,
-    /// Comma-separated methods (see docs/ptq.md); combinations with '+'.
+    /// Comma-separated methods (see docs/ptq.md): rtn, gptq, gptq-static, gptq-actorder,
+    /// gptq-static-actorder, awq, smoothquant, quarot, spinquant, flatquant, mrgptq,
+    /// hadamard-block, prescale, mse, 4over6; combinations with '+' (quarot+gptq; add 'actorder'
+    /// for GPTQ act-order: mrgptq+actorder).
     #[arg(long, default_value = DEFAULT_METHODS)]
     pub methods: String,
     /// Comma-separated named plans.

@@ -127,6 +127,7 @@ pub struct QuantEngine {
     weights: Vec<[Option<QuantWeight>; 7]>,
     lm_head: Option<QuantWeight>,
     embedding: Option<Vec<f32>>,
+    act_clip: Vec<[f32; 7]>,
 }
 
 impl QuantEngine {
@@ -179,6 +180,7 @@ impl QuantEngine {
             plan,
             backend,
             config: cfg.clone(),
+            act_clip: vec![[1.0; 7]; cfg.n_layers],
             weights,
             lm_head,
             embedding,
@@ -217,6 +219,36 @@ impl QuantEngine {
         }
         slot[which.index()] = Some(w);
         Ok(())
+    }
+
+    /// Clip the activations entering a linear layer before they are quantized: every MX
+    /// block (of the activation configuration's block size, along the row) is clamped to
+    /// `ratio` times its largest magnitude, which lowers the block's scale (FlatQuant-style
+    /// learned activation clipping). `ratio = 1` (the default) is the plain quantizer,
+    /// bit for bit. The plan must quantize that layer's activations; `ratio` must lie in
+    /// `(0, 1]`. Applies to both backends (the datapath receives the clipped quantized tensor).
+    pub fn set_act_clip(&mut self, layer: usize, which: Linear, ratio: f32) -> Result<()> {
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(Error::invalid(format!(
+                "activation clipping ratio {ratio} is not in (0, 1]"
+            )));
+        }
+        if self.plan.activations[which.index()].is_none() {
+            return Err(Error::invalid(format!(
+                "the plan does not quantize the activations of {which:?}"
+            )));
+        }
+        let slot = self
+            .act_clip
+            .get_mut(layer)
+            .ok_or_else(|| Error::invalid(format!("no layer {layer}")))?;
+        slot[which.index()] = ratio;
+        Ok(())
+    }
+
+    /// The activation clipping ratio of a linear layer (1: no clipping).
+    pub fn act_clip(&self, layer: usize, which: Linear) -> f32 {
+        self.act_clip.get(layer).map_or(1.0, |c| c[which.index()])
     }
 
     /// The quantized weight of a linear layer, when the plan quantizes it.
@@ -280,14 +312,61 @@ impl QuantEngine {
             }
             (None, None) => None,
         };
-        let aq = acfg.map(|c| quantize_act(a, m, k, c)).transpose()?;
+        self.product_clipped(a, m, k, acfg, 1.0, b, n, bq)
+    }
+
+    /// [`Self::product`] with a pre-quantized right side and the left side clipped per
+    /// block to `clip` times the block maximum before quantization.
+    #[allow(clippy::too_many_arguments)]
+    fn product_clipped(
+        &self,
+        a: &[f32],
+        m: usize,
+        k: usize,
+        acfg: Option<&MxConfig>,
+        clip: f32,
+        b: &[f32],
+        n: usize,
+        bq: Option<&QuantWeight>,
+    ) -> Result<Vec<f32>> {
+        let aq = acfg
+            .map(|c| quantize_act_clipped(a, m, k, c, clip))
+            .transpose()?;
         self.product_q(a, aq.as_ref(), m, k, b, n, bq)
     }
 }
 
-/// Quantize a run-time operand; keep the tensor and its dequantized values.
-fn quantize_act(a: &[f32], m: usize, k: usize, c: &MxConfig) -> Result<(MxTensor, Vec<f32>)> {
-    let t = quantize(a, m, k, c)?;
+/// Clamp every block (`block` consecutive values of a row of `cols`) of `a` to `ratio` times
+/// the block's largest magnitude. `ratio >= 1` returns the values unchanged.
+pub fn clip_blocks(a: &[f32], cols: usize, block: usize, ratio: f32) -> Vec<f32> {
+    let mut c = a.to_vec();
+    if ratio >= 1.0 || cols == 0 {
+        return c;
+    }
+    let bs = block.max(1);
+    for row in c.chunks_mut(cols) {
+        for blk in row.chunks_mut(bs) {
+            let t = ratio * blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            blk.iter_mut().for_each(|v| *v = v.clamp(-t, t));
+        }
+    }
+    c
+}
+
+/// Quantize a run-time operand after clipping its blocks to `clip` times their maximum
+/// ([`clip_blocks`]; `clip = 1`: no clipping); keep the tensor and its dequantized values.
+pub fn quantize_act_clipped(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    c: &MxConfig,
+    clip: f32,
+) -> Result<(MxTensor, Vec<f32>)> {
+    let t = if clip < 1.0 {
+        quantize(&clip_blocks(a, k, c.block_size, clip), m, k, c)?
+    } else {
+        quantize(a, m, k, c)?
+    };
     let d = t.dequantize();
     Ok((t, d))
 }
@@ -301,22 +380,29 @@ impl Engine<f32> for QuantEngine {
         k: usize,
         ws: &[(Linear, &[f32], usize)],
     ) -> Result<Vec<Vec<f32>>> {
-        // Quantize the shared input once per distinct activation configuration.
-        let mut done: Vec<(MxConfig, (MxTensor, Vec<f32>))> = Vec::new();
+        // Quantize the shared input once per distinct activation configuration and clip.
+        let mut done: Vec<(MxConfig, f32, (MxTensor, Vec<f32>))> = Vec::new();
         let mut out = Vec::with_capacity(ws.len());
         for &(which, w, n) in ws {
             let acfg = self.plan.activations[which.index()].as_ref();
+            let clip = self.act_clip(layer, which);
             let idx = match acfg {
                 None => None,
-                Some(c) => Some(match done.iter().position(|(d, _)| d == c) {
-                    Some(i) => i,
-                    None => {
-                        done.push((c.clone(), quantize_act(x, rows, k, c)?));
-                        done.len() - 1
-                    }
-                }),
+                Some(c) => Some(
+                    match done.iter().position(|(d, r, _)| d == c && *r == clip) {
+                        Some(i) => i,
+                        None => {
+                            done.push((
+                                c.clone(),
+                                clip,
+                                quantize_act_clipped(x, rows, k, c, clip)?,
+                            ));
+                            done.len() - 1
+                        }
+                    },
+                ),
             };
-            let aq = idx.map(|i| &done[i].1);
+            let aq = idx.map(|i| &done[i].2);
             out.push(self.product_q(x, aq, rows, k, w, n, self.weight(layer, which))?);
         }
         Ok(out)
@@ -331,17 +417,19 @@ impl Engine<f32> for QuantEngine {
         k: usize,
         n: usize,
     ) -> Result<Vec<f32>> {
-        let (wq, acfg) = match site {
+        let (wq, acfg, clip) = match site {
             Site::Layer(l, which) => (
                 self.weight(l, which),
                 self.plan.activations[which.index()].as_ref(),
+                self.act_clip(l, which),
             ),
             Site::LmHead => (
                 self.lm_head.as_ref(),
                 self.plan.lm_head_activations.as_ref(),
+                1.0,
             ),
         };
-        self.product(x, rows, k, acfg, w, n, wq, None)
+        self.product_clipped(x, rows, k, acfg, clip, w, n, wq)
     }
 
     fn qk(

@@ -6,9 +6,11 @@
 //! rounding (rotations, smoothing and affine transforms are exact without quantization); every
 //! lossy step (clipping, GPTQ's error feedback) lives in the pre-quantized weights only.
 //!
-//! Calibration activations are those of the transformed float model (not the partially
-//! quantized one): the inputs of every linear layer on the calibration tokens, after the
-//! layer's online transform.
+//! Calibration activations of the transforms (SmoothQuant, AWQ, FlatQuant) are those of the
+//! transformed float model: the inputs of every linear layer on the calibration tokens, after
+//! the layer's online transform. GPTQ calibrates sequentially by default: block by block, on
+//! the inputs of the model quantized so far. SpinQuant's rotation is optimised against the
+//! block-output error of the whole quantized model.
 
 use super::awq::{awq_with_act, AwqConfig};
 use super::flat::{learn_flat, FlatConfig};
@@ -17,11 +19,13 @@ use super::hadamard::Rotation;
 use super::linalg::Matrix;
 use super::quant::{fake_quant_clipped, QuantSpec};
 use super::smooth::smoothquant_scales;
-use super::spin::{learn_rotation_groups, CayleyConfig};
+use super::spin::{learn_rotation_objective, CayleyConfig};
 use crate::error::{Error, Result};
 use crate::format::Format;
+use crate::model::forward::{block, LayerTrace, Rope};
 use crate::model::{
-    forward, KvCache, Linear, Model, OnlineTransform, Plan, QuantWeight, Reference, Trace,
+    forward, Engine, GemmBackend, KvCache, Linear, Model, OnlineTransform, Plan, QuantEngine,
+    QuantWeight, Reference, Trace,
 };
 use crate::mx::{quantize_f64, MxConfig, ScaleRule, Scheme};
 use rayon::prelude::*;
@@ -71,6 +75,8 @@ pub struct Method {
     pub rule: Option<ScaleRule>,
     /// Scale rule for the weights only (MR-GPTQ's 3/4 pre-scale).
     pub weight_rule: Option<ScaleRule>,
+    /// GPTQ processes columns by decreasing Hessian diagonal (act-order).
+    pub act_order: bool,
 }
 
 /// Every method name [`Method::parse`] accepts (components can be joined with `+`).
@@ -79,6 +85,9 @@ pub const METHOD_NAMES: &[&str] = &[
     "gptq",
     "gptq-static",
     "gptq-dynamic",
+    "gptq-actorder",
+    "gptq-static-actorder",
+    "actorder",
     "awq",
     "smoothquant",
     "quarot",
@@ -95,7 +104,9 @@ impl Method {
     /// Parse a method: one of [`METHOD_NAMES`] or several joined with `+` (for example
     /// `quarot+gptq`, `smoothquant+gptq-static`, `quarot+prescale`). `gptq` is GPTQ with dynamic
     /// scales; `mrgptq` is `hadamard-block` + static-scale GPTQ + the 3/4 pre-scale on weights
-    /// (kept rule for NVFP4).
+    /// (kept rule for NVFP4). `gptq-actorder` and `gptq-static-actorder` are GPTQ with
+    /// act-order (columns by decreasing Hessian diagonal); `actorder` adds act-order to the
+    /// GPTQ quantizer of a combination (`mrgptq+actorder`, `quarot+gptq+actorder`).
     pub fn parse(s: &str) -> Result<Self> {
         let mut m = Method {
             name: s.to_string(),
@@ -103,6 +114,7 @@ impl Method {
             quantizer: Quantizer::Rtn,
             rule: None,
             weight_rule: None,
+            act_order: false,
         };
         let bad = |p: &str| {
             Error::invalid(format!(
@@ -125,6 +137,17 @@ impl Method {
                     m.quantizer = Quantizer::Gptq(ScalePolicy::Static);
                     quantizers += 1;
                 }
+                "gptq-actorder" | "gptq-dynamic-actorder" => {
+                    m.quantizer = Quantizer::Gptq(ScalePolicy::Dynamic);
+                    m.act_order = true;
+                    quantizers += 1;
+                }
+                "gptq-static-actorder" => {
+                    m.quantizer = Quantizer::Gptq(ScalePolicy::Static);
+                    m.act_order = true;
+                    quantizers += 1;
+                }
+                "actorder" | "act-order" => m.act_order = true,
                 "awq" => m.transforms.push(Transform::Awq),
                 "smoothquant" | "sq" => m.transforms.push(Transform::SmoothQuant),
                 "quarot" => m.transforms.push(Transform::QuaRot),
@@ -146,6 +169,11 @@ impl Method {
         if quantizers > 1 {
             return Err(Error::invalid(format!(
                 "method '{s}' names more than one weight quantizer"
+            )));
+        }
+        if m.act_order && !matches!(m.quantizer, Quantizer::Gptq(_)) {
+            return Err(Error::invalid(format!(
+                "method '{s}': act-order needs a GPTQ quantizer (gptq, gptq-static, mrgptq)"
             )));
         }
         let rot = m
@@ -181,6 +209,10 @@ pub struct PtqOptions {
     pub cayley: CayleyConfig,
     /// FlatQuant-style training parameters.
     pub flat: FlatConfig,
+    /// GPTQ calibrates block by block on the partially quantized model (the reference
+    /// implementation's sequential mode, the default); `false`: every layer on the inputs of
+    /// the float model.
+    pub gptq_sequential: bool,
 }
 
 impl Default for PtqOptions {
@@ -200,6 +232,7 @@ impl Default for PtqOptions {
                 iters: 40,
                 ..Default::default()
             },
+            gptq_sequential: true,
         }
     }
 }
@@ -214,6 +247,11 @@ pub struct Prepared {
     pub plan: Plan,
     /// Pre-quantized weights per layer, indexed by [`Linear::index`].
     pub weights: Vec<[Option<QuantWeight>; 7]>,
+    /// Activation clipping ratio per layer and linear (FlatQuant's learned clipping; 1: none),
+    /// applied by the engine's activation quantizer ([`QuantEngine::set_act_clip`]).
+    pub act_clip: Vec<[f64; 7]>,
+    /// The residual-stream rotation `T` (`x -> T x`) of QuaRot/SpinQuant, if any.
+    pub residual_rotation: Option<Matrix>,
 }
 
 /// The inputs of every linear layer of every block on the calibration tokens (after online
@@ -255,14 +293,8 @@ fn set_weight(m: &mut Model, l: usize, which: Linear, w: &Matrix) {
     *weight_mut(m, l, which) = w.to_f32();
 }
 
-/// Collect calibration activations of `model` (with its online transforms) on `seqs`, at most
-/// `max_tokens` tokens (whole sequences, in order).
-pub fn collect_activations(
-    model: &Model,
-    seqs: &[Vec<u32>],
-    max_tokens: usize,
-) -> Result<Activations> {
-    let cfg = &model.config;
+/// The first `max_tokens` tokens of `seqs` as whole sequences in order (the last one cut).
+fn take_tokens(seqs: &[Vec<u32>], max_tokens: usize) -> Result<Vec<&[u32]>> {
     let mut take = Vec::new();
     let mut n = 0;
     for s in seqs {
@@ -270,59 +302,158 @@ pub fn collect_activations(
             break;
         }
         let len = s.len().min(max_tokens - n);
-        take.push(&s[..len]);
+        if len > 0 {
+            take.push(&s[..len]);
+        }
         n += len;
     }
     if n == 0 {
         return Err(Error::invalid("calibration text gave no tokens"));
     }
-    let traces: Vec<Trace<f32>> = take
-        .par_iter()
-        .map(|s| {
-            let mut tr = Trace::default();
-            let mut cache = KvCache::new(cfg);
-            forward(
-                cfg,
-                &model.weights,
-                &Reference,
-                s,
-                &mut cache,
-                Some(&mut tr),
-            )?;
-            Ok(tr)
-        })
-        .collect::<Result<_>>()?;
+    Ok(take)
+}
+
+/// The input of linear `which` (after its online transforms) from block traces, stacked over
+/// the sequences in order, in f64.
+fn linear_input(model: &Model, l: usize, which: Linear, traces: &[&LayerTrace<f32>]) -> Matrix {
+    let cfg = &model.config;
+    type Field = fn(&LayerTrace<f32>) -> &Vec<f32>;
+    let (get, width): (Field, usize) = match which {
+        Linear::Wq | Linear::Wk | Linear::Wv => (|t| &t.xb, cfg.dim),
+        Linear::Wo => (|t| &t.att, cfg.q_dim()),
+        Linear::W1 | Linear::W3 => (|t| &t.xb2, cfg.dim),
+        Linear::W2 => (|t| &t.g, cfg.hidden_dim),
+    };
+    let mut d = Vec::new();
+    for tr in traces {
+        d.extend(get(tr).iter().map(|&v| v as f64));
+    }
+    let mut x = Matrix::from_vec(d.len() / width, width, d).expect("trace widths");
+    for t in &model.weights.layers[l].online[which.index()] {
+        t.apply(&mut x.data, x.rows);
+    }
+    x
+}
+
+/// Collect calibration activations of `model` (with its online transforms) on `seqs`, at most
+/// `max_tokens` tokens (whole sequences, in order).
+pub fn collect_activations(
+    model: &Model,
+    seqs: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<Activations> {
+    collect_activations_with(model, None, seqs, max_tokens)
+}
+
+/// [`collect_activations`] through a quantized engine (`None`: the float reference): the
+/// inputs every linear receives in that model, before its activation quantization.
+pub fn collect_activations_with(
+    model: &Model,
+    engine: Option<&QuantEngine>,
+    seqs: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<Activations> {
+    let cfg = &model.config;
+    let traces = run_traced(model, engine, &take_tokens(seqs, max_tokens)?)?;
     let mut acts = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
-        let stack = |get: &dyn Fn(&crate::model::forward::LayerTrace<f32>) -> &Vec<f32>,
-                     width: usize| {
-            let mut d = Vec::with_capacity(n * width);
-            for tr in &traces {
-                d.extend(get(&tr.layers[l]).iter().map(|&v| v as f64));
-            }
-            Matrix::from_vec(d.len() / width, width, d).expect("trace widths")
-        };
-        let xb = stack(&|t| &t.xb, cfg.dim);
-        let att = stack(&|t| &t.att, cfg.q_dim());
-        let xb2 = stack(&|t| &t.xb2, cfg.dim);
-        let g = stack(&|t| &t.g, cfg.hidden_dim);
+        let lt: Vec<&LayerTrace<f32>> = traces.iter().map(|t| &t.layers[l]).collect();
         let mut per: [Matrix; 7] = std::array::from_fn(|_| Matrix::zeros(0, 0));
         for which in Linear::ALL {
-            let base = match which {
-                Linear::Wq | Linear::Wk | Linear::Wv => &xb,
-                Linear::Wo => &att,
-                Linear::W1 | Linear::W3 => &xb2,
-                Linear::W2 => &g,
-            };
-            let mut x = base.clone();
-            for t in &model.weights.layers[l].online[which.index()] {
-                t.apply(&mut x.data, x.rows);
-            }
-            per[which.index()] = x;
+            per[which.index()] = linear_input(model, l, which, &lt);
         }
         acts.push(per);
     }
     Ok(acts)
+}
+
+/// Traced forward passes of every sequence (in parallel, results in order).
+fn run_traced(
+    model: &Model,
+    engine: Option<&QuantEngine>,
+    seqs: &[&[u32]],
+) -> Result<Vec<Trace<f32>>> {
+    let cfg = &model.config;
+    seqs.par_iter()
+        .map(|s| {
+            let mut tr = Trace::default();
+            let mut cache = KvCache::new(cfg);
+            match engine {
+                Some(e) => forward(cfg, &model.weights, e, s, &mut cache, Some(&mut tr))?,
+                None => forward(
+                    cfg,
+                    &model.weights,
+                    &Reference,
+                    s,
+                    &mut cache,
+                    Some(&mut tr),
+                )?,
+            };
+            Ok(tr)
+        })
+        .collect()
+}
+
+/// The output of every block (the residual stream leaving it) on the first `max_tokens`
+/// tokens of `seqs`, per block as one `tokens x dim` matrix, through a quantized engine or
+/// (`None`) the float reference.
+pub fn block_outputs(
+    model: &Model,
+    engine: Option<&QuantEngine>,
+    seqs: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<Vec<Matrix>> {
+    block_outputs_of(model, engine, &take_tokens(seqs, max_tokens)?)
+}
+
+fn block_outputs_of(
+    model: &Model,
+    engine: Option<&QuantEngine>,
+    seqs: &[&[u32]],
+) -> Result<Vec<Matrix>> {
+    let d = model.config.dim;
+    let traces = run_traced(model, engine, seqs)?;
+    (0..model.config.n_layers)
+        .map(|l| {
+            let mut v = Vec::new();
+            for t in &traces {
+                v.extend(t.layers[l].output.iter().map(|&x| x as f64));
+            }
+            Matrix::from_vec(v.len() / d, d, v)
+        })
+        .collect()
+}
+
+/// The block-output error SpinQuant's rotation minimises: for every block, the mean over
+/// calibration tokens and residual channels of the squared difference between the block's
+/// output in `reference` (the float model, outputs from [`block_outputs`]) and in `model`
+/// quantized by `engine`, summed over blocks. `rotation` is the residual-stream rotation `T`
+/// of `model` (`x -> T x`), undone before comparing (`None`: no rotation).
+pub fn block_output_error(
+    reference: &[Matrix],
+    model: &Model,
+    engine: &QuantEngine,
+    rotation: Option<&Matrix>,
+    seqs: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<f64> {
+    let got = block_outputs(model, Some(engine), seqs, max_tokens)?;
+    Ok(sum_block_mse(reference, &got, rotation))
+}
+
+fn sum_block_mse(reference: &[Matrix], got: &[Matrix], rotation: Option<&Matrix>) -> f64 {
+    reference
+        .iter()
+        .zip(got)
+        .map(|(r, g)| {
+            // rows were rotated as x_row T^T; T orthogonal, so x_row = rotated_row T
+            let g = match rotation {
+                Some(t) => g.matmul(t),
+                None => g.clone(),
+            };
+            r.sq_dist(&g) / (r.data.len().max(1)) as f64
+        })
+        .sum()
 }
 
 /// Row-major f64 weight transformed on its input axis by `t` (`x -> T x`): `W T^T`.
@@ -485,11 +616,14 @@ pub fn prepare(
     let nl = m.config.n_layers;
     let mut pre: Vec<[Option<QuantWeight>; 7]> =
         (0..nl).map(|_| std::array::from_fn(|_| None)).collect();
+    let mut act_clip = vec![[1.0f64; 7]; nl];
+    let mut residual_rotation: Option<Matrix> = None;
     let uses_gptq = matches!(method.quantizer, Quantizer::Gptq(_));
     for (step, tr) in method.transforms.iter().enumerate() {
         // clipping results become pre-quantized weights only when nothing changes the weights
         // afterwards (no later transform, no GPTQ)
-        let final_rtn = !uses_gptq && step + 1 == method.transforms.len();
+        let last_transform = step + 1 == method.transforms.len();
+        let final_rtn = !uses_gptq && last_transform;
         let acts = collect_activations(&m, calib, opts.calib_tokens)?;
         match tr {
             Transform::SmoothQuant => {
@@ -513,56 +647,22 @@ pub fn prepare(
             Transform::Awq => awq_step(&mut m, &plan, &acts, opts, &mut pre, !final_rtn)?,
             Transform::QuaRot | Transform::SpinQuant => {
                 fold_norms(&mut m);
+                // QuaRot's online Hadamards before w2 and wo commute with the residual
+                // rotation (they act on other axes of wo and w2), so they go in first
+                add_online_hadamards(&mut m, opts.seed)?;
                 let d = m.config.dim;
                 let t = if *tr == Transform::QuaRot {
                     Rotation::hadamard(d, Some(opts.seed)).to_matrix()
                 } else {
-                    // learn R on the norm-folded model's residual readers
-                    let acts = collect_activations(&m, calib, opts.learn_tokens)?;
-                    let spec = spec_of(&plan, Linear::Wq).unwrap_or(QuantSpec {
-                        weight: MxConfig::new(Scheme::Mxfp4),
-                        act: None,
-                    });
-                    let ws: Vec<[Matrix; 5]> = (0..nl)
-                        .map(|l| {
-                            [Linear::Wq, Linear::Wk, Linear::Wv, Linear::W1, Linear::W3]
-                                .map(|w| weight_matrix(&m, l, w))
-                        })
-                        .collect();
-                    let mut groups = Vec::new();
-                    for l in 0..nl {
-                        groups.push((
-                            &acts[l][Linear::Wq.index()],
-                            vec![&ws[l][0], &ws[l][1], &ws[l][2]],
-                        ));
-                        groups.push((&acts[l][Linear::W1.index()], vec![&ws[l][3], &ws[l][4]]));
-                    }
-                    let cfg = CayleyConfig {
-                        seed: opts.seed,
-                        ..opts.cayley
-                    };
-                    // learned R acts on rows (X R); the residual transform is T = R^T
-                    learn_rotation_groups(&groups, &spec, &cfg)?.rotation.t()
+                    learn_residual_rotation(&m, &plan, calib, opts)?
+                        .rotation
+                        .t()
                 };
                 rotate_residual(&mut m, &t);
-                let (h, qd) = (m.config.hidden_dim, m.config.q_dim());
-                for l in 0..nl {
-                    add_online(
-                        &mut m,
-                        l,
-                        Linear::W2,
-                        rotation_transform(&Rotation::hadamard(h, Some(opts.seed + 1 + l as u64))),
-                    )?;
-                    add_online(
-                        &mut m,
-                        l,
-                        Linear::Wo,
-                        rotation_transform(&Rotation::hadamard(
-                            qd,
-                            Some(opts.seed + 1001 + l as u64),
-                        )),
-                    )?;
-                }
+                residual_rotation = Some(match residual_rotation {
+                    Some(prev) => t.matmul(&prev),
+                    None => t,
+                });
             }
             Transform::BlockHadamard => {
                 for l in 0..nl {
@@ -592,7 +692,8 @@ pub fn prepare(
                 let jobs: Vec<(usize, &[Linear])> = (0..nl)
                     .flat_map(|l| groups.iter().map(move |g| (l, *g)))
                     .collect();
-                let results: Vec<Option<(OnlineTransform, Vec<Matrix>, f64)>> = jobs
+                type FlatOut = Option<(OnlineTransform, Vec<Matrix>, f64, f64)>;
+                let results: Vec<FlatOut> = jobs
                     .par_iter()
                     .map(|&(l, g)| {
                         let Some(spec) = spec_of(&plan, g[0]) else {
@@ -611,14 +712,21 @@ pub fn prepare(
                             n: p.rows,
                             m: p.t().data,
                         };
-                        Ok(Some((t, wts, r.weight_clip)))
+                        Ok(Some((t, wts, r.weight_clip, r.act_clip)))
                     })
                     .collect::<Result<_>>()?;
                 for (&(l, g), r) in jobs.iter().zip(results) {
-                    let Some((t, wts, clip)) = r else { continue };
+                    let Some((t, wts, clip, aclip)) = r else {
+                        continue;
+                    };
                     for (&which, wt) in g.iter().zip(&wts) {
                         set_weight(&mut m, l, which, wt);
                         m.weights.layers[l].online[which.index()].push(t.clone());
+                        // the activation clip was chosen on these transformed activations:
+                        // it holds while no later transform changes them
+                        if last_transform && plan.activations[which.index()].is_some() {
+                            act_clip[l][which.index()] = aclip;
+                        }
                         if final_rtn && clip < 1.0 {
                             if let Some(wc) = &plan.weights[which.index()] {
                                 let wt32 = weight_matrix(&m, l, which);
@@ -631,35 +739,232 @@ pub fn prepare(
         }
     }
     if let Quantizer::Gptq(policy) = method.quantizer {
-        let acts = collect_activations(&m, calib, opts.calib_tokens)?;
         let cfg = GptqConfig {
             policy,
+            act_order: method.act_order || opts.gptq.act_order,
             ..opts.gptq
         };
-        let jobs: Vec<(usize, Linear)> = (0..nl)
-            .flat_map(|l| Linear::ALL.into_iter().map(move |w| (l, w)))
-            .collect();
-        let out: Vec<Option<QuantWeight>> = jobs
-            .par_iter()
-            .map(|&(l, which)| {
-                let Some(wc) = &plan.weights[which.index()] else {
-                    return Ok(None);
-                };
-                let w = weight_matrix(&m, l, which);
-                let q = gptq(&w, &hessian(&acts[l][which.index()]), wc, &cfg)?;
-                let deq = q.tensor.dequantize();
-                Ok(Some(QuantWeight { mx: q.tensor, deq }))
-            })
-            .collect::<Result<_>>()?;
-        for (&(l, which), q) in jobs.iter().zip(out) {
-            pre[l][which.index()] = q;
+        if opts.gptq_sequential {
+            gptq_sequential(
+                &m,
+                &plan,
+                calib,
+                opts.calib_tokens,
+                &cfg,
+                &mut pre,
+                &act_clip,
+            )?;
+        } else {
+            let acts = collect_activations(&m, calib, opts.calib_tokens)?;
+            let jobs: Vec<(usize, Linear)> = (0..nl)
+                .flat_map(|l| Linear::ALL.into_iter().map(move |w| (l, w)))
+                .collect();
+            let out: Vec<Option<QuantWeight>> = jobs
+                .par_iter()
+                .map(|&(l, which)| {
+                    let Some(wc) = &plan.weights[which.index()] else {
+                        return Ok(None);
+                    };
+                    let w = weight_matrix(&m, l, which);
+                    let q = gptq(&w, &hessian(&acts[l][which.index()]), wc, &cfg)?;
+                    let deq = q.tensor.dequantize();
+                    Ok(Some(QuantWeight { mx: q.tensor, deq }))
+                })
+                .collect::<Result<_>>()?;
+            for (&(l, which), q) in jobs.iter().zip(out) {
+                pre[l][which.index()] = q;
+            }
         }
     }
     Ok(Prepared {
         model: m,
         plan,
         weights: pre,
+        act_clip,
+        residual_rotation,
     })
+}
+
+/// QuaRot's online Hadamards: before `w2` (hidden size) and before `wo` (across all heads),
+/// random signs seeded per block.
+fn add_online_hadamards(m: &mut Model, seed: u64) -> Result<()> {
+    let (h, qd) = (m.config.hidden_dim, m.config.q_dim());
+    for l in 0..m.config.n_layers {
+        add_online(
+            m,
+            l,
+            Linear::W2,
+            rotation_transform(&Rotation::hadamard(h, Some(seed + 1 + l as u64))),
+        )?;
+        add_online(
+            m,
+            l,
+            Linear::Wo,
+            rotation_transform(&Rotation::hadamard(qd, Some(seed + 1001 + l as u64))),
+        )?;
+    }
+    Ok(())
+}
+
+/// SpinQuant-style residual rotation for a norm-folded model `m` (with its online Hadamards):
+/// Cayley steps on the block-output error ([`block_output_error`]) of the model rotated and
+/// quantized by `plan` (round-to-nearest weights, activations as the plan says), on the first
+/// `learn_tokens` calibration tokens. The search direction is the analytic gradient of the
+/// layer-local surrogate (the summed output error of every linear reading the residual
+/// stream); each step is accepted only if it lowers the block-output error (see
+/// [`learn_rotation_objective`]). Returns `R` acting on rows (`X R`); the residual transform
+/// is `T = R^T`.
+fn learn_residual_rotation(
+    m: &Model,
+    plan: &Plan,
+    calib: &[Vec<u32>],
+    opts: &PtqOptions,
+) -> Result<super::spin::SpinResult> {
+    let nl = m.config.n_layers;
+    let seqs = take_tokens(calib, opts.learn_tokens)?;
+    let reference = block_outputs_of(m, None, &seqs)?;
+    let acts = collect_activations(m, calib, opts.learn_tokens)?;
+    let spec = spec_of(plan, Linear::Wq).unwrap_or(QuantSpec {
+        weight: MxConfig::new(Scheme::Mxfp4),
+        act: None,
+    });
+    let ws: Vec<[Matrix; 5]> = (0..nl)
+        .map(|l| {
+            [Linear::Wq, Linear::Wk, Linear::Wv, Linear::W1, Linear::W3]
+                .map(|w| weight_matrix(m, l, w))
+        })
+        .collect();
+    let mut groups = Vec::new();
+    for l in 0..nl {
+        groups.push((
+            &acts[l][Linear::Wq.index()],
+            vec![&ws[l][0], &ws[l][1], &ws[l][2]],
+        ));
+        groups.push((&acts[l][Linear::W1.index()], vec![&ws[l][3], &ws[l][4]]));
+    }
+    let objective = |r: &Matrix| -> Result<f64> {
+        let t = r.t();
+        let mut mr = m.clone();
+        rotate_residual(&mut mr, &t);
+        let engine = QuantEngine::new(&mr, plan.clone(), GemmBackend::Fast)?;
+        let got = block_outputs_of(&mr, Some(&engine), &seqs)?;
+        Ok(sum_block_mse(&reference, &got, Some(&t)))
+    };
+    let cfg = CayleyConfig {
+        seed: opts.seed,
+        ..opts.cayley
+    };
+    learn_rotation_objective(&groups, &spec, &cfg, &objective)
+}
+
+/// Sequential GPTQ calibration (the reference implementation's order): blocks in order, and
+/// within a block the linear groups in the order the forward pass reaches them (`wq wk wv`,
+/// `wo`, `w1 w3`, `w2`). Each group's Hessian comes from the calibration tokens run through the
+/// model quantized as far as it is so far: earlier blocks and groups with their GPTQ weights,
+/// the rest of the plan (activations, KV cache, attention operands) as the plan says, with the
+/// activation clipping of `act_clip`. A group's input never depends on the groups after it,
+/// so the not-yet-calibrated layers (round-to-nearest meanwhile) do not matter.
+fn gptq_sequential(
+    m: &Model,
+    plan: &Plan,
+    calib: &[Vec<u32>],
+    max_tokens: usize,
+    cfg: &GptqConfig,
+    pre: &mut [[Option<QuantWeight>; 7]],
+    act_clip: &[[f64; 7]],
+) -> Result<()> {
+    let mc = &m.config;
+    let seqs = take_tokens(calib, max_tokens)?;
+    let mut engine = engine_for(m, plan, pre.to_vec(), act_clip, GemmBackend::Fast)?;
+    let d = mc.dim;
+    // residual stream entering the current block, per sequence
+    let mut xs: Vec<Vec<f32>> = {
+        let emb = engine.embedding(&m.weights.tok_emb);
+        seqs.iter()
+            .map(|s| {
+                let mut x = Vec::with_capacity(s.len() * d);
+                for &tok in s.iter() {
+                    let i = tok as usize;
+                    if i >= mc.vocab_size {
+                        return Err(Error::invalid(format!(
+                            "token id {tok} is outside the vocabulary"
+                        )));
+                    }
+                    x.extend_from_slice(&emb[i * d..(i + 1) * d]);
+                }
+                Ok(x)
+            })
+            .collect::<Result<_>>()?
+    };
+    let ropes: Vec<Rope<f32>> = seqs.iter().map(|s| Rope::new(mc, 0, s.len())).collect();
+    let run_block = |engine: &QuantEngine, l: usize, xs: &[Vec<f32>], trace: bool| {
+        xs.par_iter()
+            .zip(&seqs)
+            .zip(&ropes)
+            .map(|((x, s), rope)| {
+                let mut x = x.clone();
+                let (mut kc, mut vc) = (Vec::new(), Vec::new());
+                let mut lt = LayerTrace::default();
+                block(
+                    mc,
+                    &m.weights.layers[l],
+                    l,
+                    engine,
+                    &mut x,
+                    s.len(),
+                    rope,
+                    0,
+                    &mut kc,
+                    &mut vc,
+                    trace.then_some(&mut lt),
+                )?;
+                Ok((x, lt))
+            })
+            .collect::<Result<Vec<(Vec<f32>, LayerTrace<f32>)>>>()
+    };
+    let groups: [&[Linear]; 4] = [
+        &[Linear::Wq, Linear::Wk, Linear::Wv],
+        &[Linear::Wo],
+        &[Linear::W1, Linear::W3],
+        &[Linear::W2],
+    ];
+    #[allow(clippy::needless_range_loop)] // l indexes the model's blocks, pre and the engine
+    for l in 0..mc.n_layers {
+        for g in groups {
+            let todo: Vec<Linear> = g
+                .iter()
+                .copied()
+                .filter(|w| plan.weights[w.index()].is_some())
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let traced = run_block(&engine, l, &xs, true)?;
+            let lts: Vec<&LayerTrace<f32>> = traced.iter().map(|(_, t)| t).collect();
+            let out: Vec<QuantWeight> = todo
+                .par_iter()
+                .map(|&which| {
+                    let wc = plan.weights[which.index()].as_ref().expect("filtered");
+                    let x = linear_input(m, l, which, &lts);
+                    let w = weight_matrix(m, l, which);
+                    let q = gptq(&w, &hessian(&x), wc, cfg)?;
+                    let deq = q.tensor.dequantize();
+                    Ok(QuantWeight { mx: q.tensor, deq })
+                })
+                .collect::<Result<_>>()?;
+            for (&which, q) in todo.iter().zip(out) {
+                engine.set_weight(l, which, q.clone())?;
+                pre[l][which.index()] = Some(q);
+            }
+        }
+        if l + 1 < mc.n_layers {
+            xs = run_block(&engine, l, &xs, false)?
+                .into_iter()
+                .map(|(x, _)| x)
+                .collect();
+        }
+    }
+    Ok(())
 }
 
 /// RTN of a weight clipped per block to `ratio` times the block maximum.
@@ -796,13 +1101,34 @@ pub fn build_engine(
     p: Prepared,
     backend: crate::model::GemmBackend,
 ) -> Result<(Model, Plan, crate::model::QuantEngine)> {
-    let mut engine = crate::model::QuantEngine::new(&p.model, p.plan.clone(), backend)?;
-    for (l, mut ws) in p.weights.into_iter().enumerate() {
+    let engine = engine_for(&p.model, &p.plan, p.weights, &p.act_clip, backend)?;
+    Ok((p.model, p.plan, engine))
+}
+
+/// The quantized engine of `model` under `plan` with pre-quantized weights (replacing the
+/// plan's RTN where given) and activation clipping ratios (below 1 only).
+pub fn engine_for(
+    model: &Model,
+    plan: &Plan,
+    weights: Vec<[Option<QuantWeight>; 7]>,
+    act_clip: &[[f64; 7]],
+    backend: crate::model::GemmBackend,
+) -> Result<QuantEngine> {
+    let mut engine = QuantEngine::new(model, plan.clone(), backend)?;
+    for (l, mut ws) in weights.into_iter().enumerate() {
         for which in Linear::ALL {
             if let Some(w) = ws[which.index()].take() {
                 engine.set_weight(l, which, w)?;
             }
         }
     }
-    Ok((p.model, p.plan, engine))
+    for (l, cs) in act_clip.iter().enumerate() {
+        for which in Linear::ALL {
+            let c = cs[which.index()];
+            if c < 1.0 && plan.activations[which.index()].is_some() {
+                engine.set_act_clip(l, which, c as f32)?;
+            }
+        }
+    }
+    Ok(engine)
 }

@@ -38,7 +38,9 @@ pub use hadamard::{fwht, Rotation};
 pub use linalg::Matrix;
 pub use quant::{fake_quant, rtn, BlockQuantizer, QuantSpec};
 pub use smooth::{smooth_scales, smoothquant_scales};
-pub use spin::{learn_rotation, learn_rotation_groups, CayleyConfig, SpinResult};
+pub use spin::{
+    learn_rotation, learn_rotation_groups, learn_rotation_objective, CayleyConfig, SpinResult,
+};
 
 use crate::error::Result;
 use crate::mx::{MxConfig, ScaleRule, Scheme};

@@ -14,6 +14,10 @@
 //! Start: the better of the identity and a random-sign Hadamard (QuaRot's rotation, SpinQuant's
 //! initialisation). The best iterate (by the true quantized loss) is returned, so the result
 //! never does worse on this objective than either starting point.
+//!
+//! On a model the objective is the block-output error rather than this layer-local loss:
+//! [`learn_rotation_objective`] uses the layer-local gradient as its search direction and
+//! accepts a Cayley step only when the given objective decreases.
 
 use super::hadamard::Rotation;
 use super::linalg::{Lu, Matrix};
@@ -73,56 +77,187 @@ pub fn learn_rotation_groups(
     spec: &QuantSpec,
     cfg: &CayleyConfig,
 ) -> Result<SpinResult> {
-    let n = match groups.first() {
-        Some((x, _)) => x.cols,
-        None => return Err(Error::invalid("rotation: no layers to learn from")),
-    };
-    if groups
-        .iter()
-        .any(|(x, ws)| x.cols != n || ws.iter().any(|w| w.cols != n))
-    {
-        return Err(Error::invalid(
-            "rotation: weights and activations differ in width",
-        ));
+    let sur = Surrogate::new(groups, spec)?;
+    let n = sur.n;
+    let eye = Matrix::identity(n);
+    let had = Rotation::hadamard(n, Some(cfg.seed)).to_matrix().t();
+    let l_id = sur.eval(&eye)?.0;
+    let l_had = sur.eval(&had)?.0;
+    let mut r = if l_had < l_id { had } else { eye };
+    let mut best = (l_id.min(l_had), r.clone());
+    for it in 0..cfg.iters {
+        let (loss, grad) = sur.grad(&r)?;
+        if loss < best.0 {
+            best = (loss, r.clone());
+        }
+        let s = skew(&grad, &r);
+        let norm = s.sq_norm().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            break;
+        }
+        let t = cfg.lr * (1.0 - it as f64 / cfg.iters as f64) / norm;
+        r = cayley(&r, &s, t)?;
     }
-    let refs: Vec<Vec<Matrix>> = groups
-        .iter()
-        .map(|(x, ws)| ws.iter().map(|w| x.matmul_t(w)).collect())
-        .collect();
-    let den: f64 = refs
-        .iter()
-        .flatten()
-        .map(|y| y.sq_norm())
-        .sum::<f64>()
-        .max(f64::MIN_POSITIVE);
-    // loss (relative to all groups) and, per group, the quantized operands
-    type Eval = (f64, Vec<(Matrix, Vec<Matrix>)>);
-    let eval = |r: &Matrix| -> Result<Eval> {
+    let (loss, _) = sur.eval(&r)?;
+    if loss < best.0 {
+        best = (loss, r);
+    }
+    Ok(SpinResult {
+        rotation: best.1,
+        loss_identity: l_id,
+        loss_hadamard: l_had,
+        loss: best.0,
+    })
+}
+
+/// Learn one rotation shared by several groups (as [`learn_rotation_groups`]) against an
+/// arbitrary objective `f(R)` evaluated on whole candidates (for a model: the block-output
+/// error of the rotated and quantized model). Deterministic for a seed.
+///
+/// Start: the better of the identity and the random-sign Hadamard by `f`. Each iteration
+/// proposes a Cayley step of `step` radians along the analytic gradient of the layer-local
+/// surrogate of the groups (an estimate of the descent direction of `f` that costs no
+/// evaluation of `f`); the step is taken only if `f` decreases. When it does not, a
+/// zeroth-order probe follows: a random skew-symmetric generator (seeded, +-1 above the
+/// diagonal, unit Frobenius norm) is tried in both directions (the two evaluations of an SPSA
+/// estimate along it), and the better side is taken if `f` decreases. An accepted step grows
+/// `step` by 1.5 (at most `4 lr`), a rejected iteration halves it; the search stops after
+/// `iters` iterations or when `step` falls below `lr / 1000`. Only improvements are accepted,
+/// so the returned rotation (the best iterate) never has a larger `f` than either start.
+/// `loss_identity`, `loss_hadamard` and `loss` of the result are values of `f`.
+pub fn learn_rotation_objective(
+    groups: &[(&Matrix, Vec<&Matrix>)],
+    spec: &QuantSpec,
+    cfg: &CayleyConfig,
+    objective: &dyn Fn(&Matrix) -> Result<f64>,
+) -> Result<SpinResult> {
+    use rand::{Rng, SeedableRng};
+    let sur = Surrogate::new(groups, spec)?;
+    let n = sur.n;
+    let eye = Matrix::identity(n);
+    let had = Rotation::hadamard(n, Some(cfg.seed)).to_matrix().t();
+    let l_id = objective(&eye)?;
+    let l_had = objective(&had)?;
+    let (mut r, mut cur) = if l_had < l_id {
+        (had, l_had)
+    } else {
+        (eye, l_id)
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_c0de_5b1d_0001);
+    let mut step = cfg.lr;
+    for _ in 0..cfg.iters {
+        if step < cfg.lr * 1e-3 {
+            break;
+        }
+        let (_, grad) = sur.grad(&r)?;
+        let s = skew(&grad, &r);
+        let norm = s.sq_norm().sqrt();
+        let mut accepted = false;
+        if norm > 0.0 && norm.is_finite() {
+            let cand = cayley(&r, &s, step / norm)?;
+            let f = objective(&cand)?;
+            if f < cur {
+                (r, cur, accepted) = (cand, f, true);
+            }
+        }
+        if !accepted {
+            let mut delta = Matrix::zeros(n, n);
+            let scale = 1.0 / ((n * n.saturating_sub(1)) as f64).sqrt().max(1.0);
+            for i in 0..n {
+                for j in i + 1..n {
+                    let v = if rng.gen::<bool>() { scale } else { -scale };
+                    *delta.at_mut(i, j) = v;
+                    *delta.at_mut(j, i) = -v;
+                }
+            }
+            let plus = cayley(&r, &delta, step)?;
+            let minus = cayley(&r, &delta, -step)?;
+            let (fp, fm) = (objective(&plus)?, objective(&minus)?);
+            let (cand, f) = if fp <= fm { (plus, fp) } else { (minus, fm) };
+            if f < cur {
+                (r, cur, accepted) = (cand, f, true);
+            }
+        }
+        step = if accepted {
+            (step * 1.5).min(4.0 * cfg.lr)
+        } else {
+            step * 0.5
+        };
+    }
+    Ok(SpinResult {
+        rotation: r,
+        loss_identity: l_id,
+        loss_hadamard: l_had,
+        loss: cur,
+    })
+}
+
+/// The layer-local surrogate of a rotation: relative quantized output error of groups of
+/// linears sharing activations, and its analytic (straight-through) gradient.
+struct Surrogate<'a> {
+    groups: &'a [(&'a Matrix, Vec<&'a Matrix>)],
+    refs: Vec<Vec<Matrix>>,
+    den: f64,
+    spec: &'a QuantSpec,
+    n: usize,
+}
+
+impl<'a> Surrogate<'a> {
+    fn new(groups: &'a [(&'a Matrix, Vec<&'a Matrix>)], spec: &'a QuantSpec) -> Result<Self> {
+        let n = match groups.first() {
+            Some((x, _)) => x.cols,
+            None => return Err(Error::invalid("rotation: no layers to learn from")),
+        };
+        if groups
+            .iter()
+            .any(|(x, ws)| x.cols != n || ws.iter().any(|w| w.cols != n))
+        {
+            return Err(Error::invalid(
+                "rotation: weights and activations differ in width",
+            ));
+        }
+        let refs: Vec<Vec<Matrix>> = groups
+            .iter()
+            .map(|(x, ws)| ws.iter().map(|w| x.matmul_t(w)).collect())
+            .collect();
+        let den: f64 = refs
+            .iter()
+            .flatten()
+            .map(|y| y.sq_norm())
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        Ok(Surrogate {
+            groups,
+            refs,
+            den,
+            spec,
+            n,
+        })
+    }
+
+    /// Loss (relative to all groups) and, per group, the quantized operands.
+    #[allow(clippy::type_complexity)]
+    fn eval(&self, r: &Matrix) -> Result<(f64, Vec<(Matrix, Vec<Matrix>)>)> {
         let mut total = 0.0;
-        let mut ops = Vec::with_capacity(groups.len());
-        for ((x, ws), ys) in groups.iter().zip(&refs) {
+        let mut ops = Vec::with_capacity(self.groups.len());
+        for ((x, ws), ys) in self.groups.iter().zip(&self.refs) {
             let xt = x.matmul(r);
             let wts: Vec<Matrix> = ws.iter().map(|w| w.matmul(r)).collect();
-            let (l, xq, wqs) = group_loss(ys, &xt, &wts, spec, (1.0, 1.0))?;
+            let (l, xq, wqs) = group_loss(ys, &xt, &wts, self.spec, (1.0, 1.0))?;
             let gden: f64 = ys.iter().map(|y| y.sq_norm()).sum();
             total += l * gden.max(f64::MIN_POSITIVE);
             ops.push((xq, wqs));
         }
-        Ok((total / den, ops))
-    };
-    let eye = Matrix::identity(n);
-    let had = Rotation::hadamard(n, Some(cfg.seed)).to_matrix().t();
-    let l_id = eval(&eye)?.0;
-    let l_had = eval(&had)?.0;
-    let mut r = if l_had < l_id { had } else { eye };
-    let mut best = (l_id.min(l_had), r.clone());
-    for it in 0..cfg.iters {
-        let (loss, ops) = eval(&r)?;
-        if loss < best.0 {
-            best = (loss, r.clone());
-        }
+        Ok((total / self.den, ops))
+    }
+
+    /// Loss and Euclidean gradient `dL/dR`.
+    fn grad(&self, r: &Matrix) -> Result<(f64, Matrix)> {
+        let n = self.n;
+        let den = self.den;
+        let (loss, ops) = self.eval(r)?;
         let mut grad = Matrix::zeros(n, n);
-        for (((x, ws), ys), (xq, wqs)) in groups.iter().zip(&refs).zip(&ops) {
+        for (((x, ws), ys), (xq, wqs)) in self.groups.iter().zip(&self.refs).zip(&ops) {
             let mut da = Matrix::zeros(x.rows, n);
             for ((w, y), wq) in ws.iter().zip(ys).zip(wqs) {
                 let mut g = xq.matmul_t(wq);
@@ -144,35 +279,31 @@ pub fn learn_rotation_groups(
                 *a += b;
             }
         }
-        // Cayley step
-        let grt = grad.matmul_t(&r);
-        let mut s = grt.clone();
-        for i in 0..n {
-            for j in 0..n {
-                *s.at_mut(i, j) = grt.at(i, j) - grt.at(j, i);
-            }
-        }
-        let norm = s.sq_norm().sqrt();
-        if norm == 0.0 || !norm.is_finite() {
-            break;
-        }
-        let t = cfg.lr * (1.0 - it as f64 / cfg.iters as f64) / norm;
-        let mut left = Matrix::identity(n);
-        let mut right = Matrix::identity(n);
-        for k in 0..n * n {
-            left.data[k] += 0.5 * t * s.data[k];
-            right.data[k] -= 0.5 * t * s.data[k];
-        }
-        r = Lu::new(&left)?.solve(&right.matmul(&r));
+        Ok((loss, grad))
     }
-    let (loss, _) = eval(&r)?;
-    if loss < best.0 {
-        best = (loss, r);
+}
+
+/// The skew-symmetric Riemannian direction `S = G R^T - R G^T` of a Euclidean gradient `G`.
+fn skew(grad: &Matrix, r: &Matrix) -> Matrix {
+    let n = r.rows;
+    let grt = grad.matmul_t(r);
+    let mut s = grt.clone();
+    for i in 0..n {
+        for j in 0..n {
+            *s.at_mut(i, j) = grt.at(i, j) - grt.at(j, i);
+        }
     }
-    Ok(SpinResult {
-        rotation: best.1,
-        loss_identity: l_id,
-        loss_hadamard: l_had,
-        loss: best.0,
-    })
+    s
+}
+
+/// Cayley retraction: `(I + t/2 S)^-1 (I - t/2 S) R` (orthogonal when `R` is and `S` skew).
+fn cayley(r: &Matrix, s: &Matrix, t: f64) -> Result<Matrix> {
+    let n = r.rows;
+    let mut left = Matrix::identity(n);
+    let mut right = Matrix::identity(n);
+    for k in 0..n * n {
+        left.data[k] += 0.5 * t * s.data[k];
+        right.data[k] -= 0.5 * t * s.data[k];
+    }
+    Ok(Lu::new(&left)?.solve(&right.matmul(r)))
 }
