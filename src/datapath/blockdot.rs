@@ -1,7 +1,7 @@
 //! Exact integer block dot products of one operand row against [`JB`] rows of the other: the
 //! inner loop of the exact-block fast path ([`super::fast`]). Elements are fixed-point
 //! integers (see there); a block's dot product is an exact integer sum, computed with AVX2
-//! (`vpmaddwd` for 16-bit lanes, `vpmuldq` for 32-bit lanes) when the CPU has it, else by
+//! or AVX-512 (`vpmaddwd` for 16-bit lanes, `vpmuldq` for 32-bit lanes) when the CPU has it, else by
 //! plain loops. Integer sums are exact and associative, so both give identical results; the
 //! caller guarantees that no sum overflows its lane (i32 sums for 16-bit lanes, i64 for
 //! 32-bit lanes).
@@ -9,31 +9,73 @@
 /// Rows of the second operand processed per pass over a row of the first.
 pub(crate) const JB: usize = 4;
 
-/// Block dot products of `x` against each of `ys` (every slice at least `x.len()` long), for
+/// Which kernels run: plain loops, AVX2, or AVX-512 F (AVX2 for the 16-bit lanes and for
+/// block sizes the AVX-512 kernel does not cover).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The best this CPU supports, or a lower level named by the environment variable
+    /// `MXSIM_ISA` (`portable`, `avx2`): results are identical, only speed differs.
+    pub(crate) fn detect() -> Isa {
+        let cap = match std::env::var("MXSIM_ISA").as_deref() {
+            Ok("portable") => return Isa::Portable,
+            Ok("avx2") => Isa::Avx2,
+            _ => Isa::Avx512,
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cap == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        let _ = cap;
+        Isa::Portable
+    }
+}
+
+/// Block dot products of `x` against each of `ys` (AVX2 also where AVX-512 is available:
+/// measured no faster for 16-bit lanes) (every slice at least `x.len()` long), for
 /// blocks of `bs` elements (the last one possibly partial): `out[blk * JB + jj]` is block
 /// `blk`'s dot product of `x` and `ys[jj]`.
-pub(crate) fn block_dots_i16(avx: bool, x: &[i16], ys: [&[i16]; JB], bs: usize, out: &mut [i64]) {
+pub(crate) fn block_dots_i16(isa: Isa, x: &[i16], ys: [&[i16]; JB], bs: usize, out: &mut [i64]) {
     check(x.len(), &ys.map(|y| y.len()), bs, out.len());
     #[cfg(target_arch = "x86_64")]
-    if avx {
+    if isa != Isa::Portable {
         // SAFETY: only called when the CPU supports AVX2; lengths checked above.
         unsafe { avx2::block_dots_i16(x, ys, bs, out) };
         return;
     }
-    let _ = avx;
+    let _ = isa;
     portable(x, ys, bs, out, 0);
 }
 
 /// As [`block_dots_i16`] for 32-bit lanes whose block sums fit i64.
-pub(crate) fn block_dots_i32(avx: bool, x: &[i32], ys: [&[i32]; JB], bs: usize, out: &mut [i64]) {
+pub(crate) fn block_dots_i32(isa: Isa, x: &[i32], ys: [&[i32]; JB], bs: usize, out: &mut [i64]) {
     check(x.len(), &ys.map(|y| y.len()), bs, out.len());
     #[cfg(target_arch = "x86_64")]
-    if avx {
+    if isa == Isa::Avx512 && bs % 16 == 0 {
+        // SAFETY: only called when the CPU supports AVX-512 F; lengths checked above.
+        unsafe { avx512::block_dots_i32(x, ys, bs, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Portable {
         // SAFETY: only called when the CPU supports AVX2; lengths checked above.
         unsafe { avx2::block_dots_i32(x, ys, bs, out) };
         return;
     }
-    let _ = avx;
+    let _ = isa;
     portable(x, ys, bs, out, 0);
 }
 
@@ -135,6 +177,59 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::JB;
+    use std::arch::x86_64::*;
+
+    /// Four 512-bit accumulators of i64 lanes, reduced to one 256-bit vector each (halves
+    /// added).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn halves(acc: [__m512i; JB]) -> [__m256i; JB] {
+        acc.map(|v| _mm256_add_epi64(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)))
+    }
+
+    /// 16 lanes per step, even and odd lanes multiplied separately (`vpmuldq`), block sizes a
+    /// multiple of 16.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub(super) unsafe fn block_dots_i32(x: &[i32], ys: [&[i32]; JB], bs: usize, out: &mut [i64]) {
+        let k = x.len();
+        let full = k / bs;
+        let (px, py) = (x.as_ptr(), ys.map(|y| y.as_ptr()));
+        for blk in 0..full {
+            let mut acc = [_mm512_setzero_si512(); JB];
+            let mut p = blk * bs;
+            while p < (blk + 1) * bs {
+                let xe = _mm512_loadu_si512(px.add(p) as *const _);
+                let xo = _mm512_srli_epi64::<32>(xe);
+                for jj in 0..JB {
+                    let ye = _mm512_loadu_si512(py[jj].add(p) as *const _);
+                    let yo = _mm512_srli_epi64::<32>(ye);
+                    let t = _mm512_add_epi64(_mm512_mul_epi32(xe, ye), _mm512_mul_epi32(xo, yo));
+                    acc[jj] = _mm512_add_epi64(acc[jj], t);
+                }
+                p += 16;
+            }
+            let acc = halves(acc);
+            let s01 = _mm256_add_epi64(
+                _mm256_unpacklo_epi64(acc[0], acc[1]),
+                _mm256_unpackhi_epi64(acc[0], acc[1]),
+            );
+            let s23 = _mm256_add_epi64(
+                _mm256_unpacklo_epi64(acc[2], acc[3]),
+                _mm256_unpackhi_epi64(acc[2], acc[3]),
+            );
+            let s = _mm256_add_epi64(
+                _mm256_permute2x128_si256::<0x20>(s01, s23),
+                _mm256_permute2x128_si256::<0x31>(s01, s23),
+            );
+            _mm256_storeu_si256(out.as_mut_ptr().add(blk * JB) as *mut __m256i, s);
+        }
+        super::portable(x, ys, bs, out, full);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +246,7 @@ mod tests {
     #[test]
     fn simd_and_portable_equal_naive() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let avx = super::super::fast_bounded::has_avx2();
+        let best = Isa::detect();
         for &(k, bs) in &[
             (96usize, 32usize),
             (100, 32),
@@ -169,23 +264,18 @@ mod tests {
                 .map(|_| (0..k).map(|_| rng.gen_range(-(1 << 26)..1 << 26)).collect())
                 .collect();
             let nb = k.div_ceil(bs);
-            for use_avx in [false, avx] {
+            let mut isas = vec![Isa::Portable];
+            if best != Isa::Portable {
+                isas.push(Isa::Avx2);
+            }
+            if best == Isa::Avx512 {
+                isas.push(Isa::Avx512);
+            }
+            for isa in isas {
                 let mut o16 = vec![0i64; nb * JB];
-                block_dots_i16(
-                    use_avx,
-                    &x16,
-                    [0, 1, 2, 3].map(|j| &y16[j][..]),
-                    bs,
-                    &mut o16,
-                );
+                block_dots_i16(isa, &x16, [0, 1, 2, 3].map(|j| &y16[j][..]), bs, &mut o16);
                 let mut o32 = vec![0i64; nb * JB];
-                block_dots_i32(
-                    use_avx,
-                    &x32,
-                    [0, 1, 2, 3].map(|j| &y32[j][..]),
-                    bs,
-                    &mut o32,
-                );
+                block_dots_i32(isa, &x32, [0, 1, 2, 3].map(|j| &y32[j][..]), bs, &mut o32);
                 for jj in 0..JB {
                     let (n16, n32) = (naive(&x16, &y16[jj], bs), naive(&x32, &y32[jj], bs));
                     for blk in 0..nb {

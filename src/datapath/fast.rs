@@ -22,8 +22,8 @@ use crate::error::Result;
 use crate::mx::MxTensor;
 
 use super::acc32::{accumulate, has_avx512, Acc32, Chain, ACC32_ZERO};
-use super::blockdot::{block_dots_i16, block_dots_i32, JB};
-use super::fast_bounded::{c_of, emit, has_avx2, idot64};
+use super::blockdot::{block_dots_i16, block_dots_i32, Isa, JB};
+use super::fast_bounded::{c_of, emit, idot64};
 use rayon::prelude::*;
 
 /// Which exact-block shape a plan has.
@@ -567,21 +567,22 @@ pub(crate) fn gemm_fast(
             && cfg.acc_rounding == RoundMode::Rne
             && width + sbits <= 62,
         unit_sig: fa.scales.iter().chain(&fb.scales).all(|s| s.0 == 1),
-        avx512: has_avx512(),
+        avx512: has_avx512() && Isa::detect() == Isa::Avx512,
         sla: fa.scales.iter().map(|s| s.1).collect(),
         slb: fb.scales.iter().map(|s| s.1).collect(),
     };
-    let avx = has_avx2();
+    let isa = Isa::detect();
+    let avx = isa != Isa::Portable;
     if fa.bits <= 15 && fb.bits <= 15 && width <= 31 {
         let xa: Vec<i16> = fa.vals.iter().map(|&v| v as i16).collect();
         let xb: Vec<i16> = fb.vals.iter().map(|&v| v as i16).collect();
-        let kern = |x: &[i16], ys: [&[i16]; JB], o: &mut [i64]| block_dots_i16(avx, x, ys, bs, o);
+        let kern = |x: &[i16], ys: [&[i16]; JB], o: &mut [i64]| block_dots_i16(isa, x, ys, bs, o);
         return drive_tiled(&comb, alpha, a, b, c, &xa, &xb, kern).map(Some);
     }
     if fa.bits <= 31 && fb.bits <= 31 && width <= 63 {
         let xa: Vec<i32> = fa.vals.iter().map(|&v| v as i32).collect();
         let xb: Vec<i32> = fb.vals.iter().map(|&v| v as i32).collect();
-        let kern = |x: &[i32], ys: [&[i32]; JB], o: &mut [i64]| block_dots_i32(avx, x, ys, bs, o);
+        let kern = |x: &[i32], ys: [&[i32]; JB], o: &mut [i64]| block_dots_i32(isa, x, ys, bs, o);
         return drive_tiled(&comb, alpha, a, b, c, &xa, &xb, kern).map(Some);
     }
     // 64-bit lanes (E5M2 pairs): one block dot at a time

@@ -310,14 +310,7 @@ mod avx2 {
 
 #[inline]
 pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::blockdot::Isa::detect() != super::blockdot::Isa::Portable
 }
 
 #[inline]
@@ -344,6 +337,11 @@ fn tsum<const M: u8>(avx: bool, va: &[i16], vb: &[i16], la: &[i16], lb: &[i16], 
 
 #[inline]
 fn dot(avx: bool, narrow: bool, x: &[i32], y: &[i32]) -> i64 {
+    if x.len() <= 16 {
+        // short instructions (MXDOTP's 8 or 16 pairs): a call and a vector reduction cost
+        // more than the loop
+        return dot_impl(x, y);
+    }
     #[cfg(target_arch = "x86_64")]
     if avx {
         // SAFETY: only called when the CPU supports AVX2.

@@ -294,6 +294,9 @@ pub fn round_parts(
     ftz: bool,
 ) -> Fp {
     debug_assert!(mag != 0);
+    if mag >> 64 == 0 {
+        return round_parts64(neg, mag as u64, exp, sticky, fmt, mode, ftz);
+    }
     let m = fmt.man_bits as i32;
     let nb = 128 - mag.leading_zeros() as i32;
     debug_assert!(!sticky || nb >= m + 3);
@@ -315,6 +318,75 @@ pub fn round_parts(
             } else {
                 false
             };
+            (kept, g, low || sticky)
+        }
+    };
+    let inexact = guard || rest;
+    let inc = match mode {
+        RoundMode::Rne => guard && (rest || sig & 1 == 1),
+        RoundMode::Rtz => false,
+        RoundMode::Rdn => neg && inexact,
+        RoundMode::Rup => !neg && inexact,
+        RoundMode::Rmm => guard,
+    };
+    let mut q = q;
+    if inc {
+        sig += 1;
+        if sig == 1u64 << (m + 1) {
+            sig >>= 1;
+            q += 1;
+        }
+    }
+    if sig == 0 {
+        return Fp::Zero { neg };
+    }
+    if q + m > fmt.emax() {
+        let to_max = match mode {
+            RoundMode::Rne | RoundMode::Rmm => false,
+            RoundMode::Rtz => true,
+            RoundMode::Rdn => !neg,
+            RoundMode::Rup => neg,
+        };
+        return if to_max {
+            fmt.max_finite(neg)
+        } else {
+            Fp::Inf { neg }
+        };
+    }
+    if ftz && sig < 1u64 << m {
+        return Fp::Zero { neg };
+    }
+    Fp::Finite { neg, sig, exp: q }
+}
+
+/// [`round_parts`] for magnitudes below `2^64`, in 64-bit integers (the same steps).
+#[inline]
+fn round_parts64(
+    neg: bool,
+    mag: u64,
+    exp: i32,
+    sticky: bool,
+    fmt: FloatFormat,
+    mode: RoundMode,
+    ftz: bool,
+) -> Fp {
+    let m = fmt.man_bits as i32;
+    let nb = 64 - mag.leading_zeros() as i32;
+    debug_assert!(!sticky || nb >= m + 3);
+    let p = exp + nb - 1;
+    let q = p.max(fmt.emin()) - m; // target lsb exponent
+    let (mut sig, guard, rest) = if q <= exp {
+        (mag << (exp - q), false, sticky)
+    } else {
+        let sh = (q - exp) as u32;
+        if sh > 64 {
+            (0u64, false, true)
+        } else if sh == 64 {
+            (0u64, mag >> 63 == 1, sticky || mag & (u64::MAX >> 1) != 0)
+        } else {
+            let kept = mag >> sh;
+            let g = (mag >> (sh - 1)) & 1 == 1;
+            let low = mag & ((1u64 << (sh - 1)) - 1) != 0;
             (kept, g, low || sticky)
         }
     };
