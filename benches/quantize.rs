@@ -20,7 +20,11 @@ fn data() -> Vec<f32> {
             s ^= s >> 17;
             s ^= s << 5;
             let u = (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
-            let gain = if i % COLS % 509 == 0 { 60.0 } else { 1.0 };
+            let gain = if (i % COLS).is_multiple_of(509) {
+                60.0
+            } else {
+                1.0
+            };
             u * 4.0 * gain
         })
         .collect()

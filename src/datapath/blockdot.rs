@@ -64,7 +64,7 @@ pub(crate) fn block_dots_i16(isa: Isa, x: &[i16], ys: [&[i16]; JB], bs: usize, o
 pub(crate) fn block_dots_i32(isa: Isa, x: &[i32], ys: [&[i32]; JB], bs: usize, out: &mut [i64]) {
     check(x.len(), &ys.map(|y| y.len()), bs, out.len());
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && bs % 16 == 0 {
+    if isa == Isa::Avx512 && bs.is_multiple_of(16) {
         // SAFETY: only called when the CPU supports AVX-512 F; lengths checked above.
         unsafe { avx512::block_dots_i32(x, ys, bs, out) };
         return;
@@ -114,7 +114,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn block_dots_i16(x: &[i16], ys: [&[i16]; JB], bs: usize, out: &mut [i64]) {
         let k = x.len();
-        let full = if bs % 16 == 0 { k / bs } else { 0 };
+        let full = if bs.is_multiple_of(16) { k / bs } else { 0 };
         let (px, py) = (x.as_ptr(), ys.map(|y| y.as_ptr()));
         for blk in 0..full {
             let mut acc = [_mm256_setzero_si256(); JB];
@@ -142,7 +142,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn block_dots_i32(x: &[i32], ys: [&[i32]; JB], bs: usize, out: &mut [i64]) {
         let k = x.len();
-        let full = if bs % 8 == 0 { k / bs } else { 0 };
+        let full = if bs.is_multiple_of(8) { k / bs } else { 0 };
         let (px, py) = (x.as_ptr(), ys.map(|y| y.as_ptr()));
         for blk in 0..full {
             let mut acc = [_mm256_setzero_si256(); JB];

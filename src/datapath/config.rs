@@ -263,7 +263,8 @@ impl DatapathConfig {
     /// Check that every parameter is in the range the exact model supports.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid(format!("datapath '{}': {m}", self.name)));
-        if self.k > 0 && self.group > 0 && self.k % self.group != 0 && !self.op_per_block {
+        if self.k > 0 && self.group > 0 && !self.k.is_multiple_of(self.group) && !self.op_per_block
+        {
             return bad(format!("group {} does not divide k {}", self.group, self.k));
         }
         for r in &self.k_rules {

@@ -129,7 +129,7 @@ pub fn instruction_chunks(
     let mut out = Vec::new();
     let blk_min = ba.min(bb);
     if cfg.op_per_block {
-        if ba.max(bb) % blk_min != 0 {
+        if !ba.max(bb).is_multiple_of(blk_min) {
             return Err(Error::invalid(format!(
                 "datapath '{}' needs block sizes that divide each other (got {ba} and {bb})",
                 cfg.name

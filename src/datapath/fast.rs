@@ -356,12 +356,11 @@ impl Combine<'_> {
         let (alo, ahi, _) = self.ra[i];
         let lg_nb = usize::BITS - nb.leading_zeros();
         let mut e0 = [0i32; JB];
-        for jj in 0..JB {
-            let (blo, bhi, _) = self.rb[j0 + jj];
+        for (e, &(blo, bhi, _)) in e0.iter_mut().zip(&self.rb[j0..j0 + JB]) {
             if (ahi - alo + bhi - blo) as u32 + self.width + lg_nb + 1 > 62 {
                 return;
             }
-            e0[jj] = alo + blo;
+            *e = alo + blo;
         }
         let sa = &self.sla[i * nb..(i + 1) * nb];
         let sb: [&[i32]; JB] =

@@ -158,7 +158,7 @@ impl Tokenizer for Llama2cTokenizer {
                 merged.extend_from_slice(&self.vocab[tokens[i + 1] as usize]);
                 if let Some(&id) = self.lookup.get(&merged) {
                     let sc = self.scores[id as usize];
-                    if best.map_or(true, |(b, _, _)| sc > b) {
+                    if best.is_none_or(|(b, _, _)| sc > b) {
                         best = Some((sc, i, id));
                     }
                 }

@@ -207,7 +207,7 @@ fn rows_kernel(
 ) -> usize {
     let bpr = cols.div_ceil(bs);
     let mut clipped = 0;
-    if bs == 32 && cols % 32 == 0 {
+    if bs == 32 && cols.is_multiple_of(32) {
         // the standard block: fixed-size arrays let the compiler unroll and vectorize fully
         for ((vb, cb), s) in values
             .chunks_exact(32)
@@ -265,8 +265,8 @@ fn rows_dispatch(
     {
         if std::is_x86_feature_detected!("avx2") {
             if bs == 32
-                && cols % 32 == 0
-                && values.len() % 32 == 0
+                && cols.is_multiple_of(32)
+                && values.len().is_multiple_of(32)
                 && codes.len() == values.len()
                 && scales.len() == values.len() / 32
             {
@@ -387,7 +387,7 @@ pub struct PackedMx {
 /// is [`eligible`], the block size is 32 and `cols` is a multiple of 32 (so every block
 /// starts on a byte boundary of the packed stream).
 pub fn fused_eligible(cfg: &MxConfig, cols: usize) -> bool {
-    eligible(cfg) && cfg.block_size == 32 && cols % 32 == 0
+    eligible(cfg) && cfg.block_size == 32 && cols.is_multiple_of(32)
 }
 
 /// Largest `bits & 0x7FFF_FFFF` of a block.
@@ -620,7 +620,7 @@ pub fn quantize_packed_rows(
     }
     let blocks = values.len() / 32;
     let ob = if cfg.scheme == Scheme::Mxfp4 { 16 } else { 32 };
-    if values.len() % 32 != 0 || scales.len() != blocks || packed.len() != blocks * ob {
+    if !values.len().is_multiple_of(32) || scales.len() != blocks || packed.len() != blocks * ob {
         return Err(Error::invalid(format!(
             "fused kernel: {} values need {blocks} scale bytes and {} packed bytes, got {} and {}",
             values.len(),

@@ -183,7 +183,7 @@ pub fn quantize_f64(values: &[f64], rows: usize, cols: usize, cfg: &MxConfig) ->
                 let alpha = 0.75 + 0.25 * i as f64 / (alphas - 1) as f64;
                 let t = quantize_with_prescale(values, rows, cols, cfg, alpha)?;
                 let sse = t.stats(values).sse;
-                if best.as_ref().map_or(true, |(b, _)| sse < *b) {
+                if best.as_ref().is_none_or(|(b, _)| sse < *b) {
                     best = Some((sse, t));
                 }
             }

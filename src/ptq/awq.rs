@@ -130,7 +130,7 @@ pub fn awq_with_act(
         ws.scale_cols(&s);
         let (_, q) = rtn(&ws, mx)?;
         let err = objective(x, w, &q, &s, act)?;
-        if best.as_ref().map_or(true, |b| err < b.0) {
+        if best.as_ref().is_none_or(|b| err < b.0) {
             best = Some((err, alpha, s));
         }
     }

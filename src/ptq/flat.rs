@@ -61,7 +61,7 @@ pub struct FlatTransform {
 /// The divisor of `n` nearest `sqrt(n)` from below, and its cofactor.
 pub fn kron_split(n: usize) -> (usize, usize) {
     let mut a = (n as f64).sqrt() as usize;
-    while a > 1 && n % a != 0 {
+    while a > 1 && !n.is_multiple_of(a) {
         a -= 1;
     }
     let a = a.max(1);
@@ -297,7 +297,7 @@ pub fn learn_flat(
         if it == 0 {
             loss_rtn = loss;
         }
-        if best.as_ref().map_or(true, |b| loss < b.0) {
+        if best.as_ref().is_none_or(|b| loss < b.0) {
             best = Some((loss, tr.clone()));
         }
         if it == cfg.iters {

@@ -822,7 +822,7 @@ mod os {
             let plan = Plan { tm, tn, tk, stages };
             let ev = evaluate(cfg, &p, ins, &plan);
             let cyc = ev.stalls.total();
-            if best.as_ref().map_or(true, |(b, ..)| cyc < *b) {
+            if best.as_ref().is_none_or(|(b, ..)| cyc < *b) {
                 best = Some((cyc, sw, plan, ev));
             }
         }

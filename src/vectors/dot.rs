@@ -530,7 +530,7 @@ pub fn random_dot(s: &DotShape, rng: &mut ChaCha8Rng) -> DotCase {
     let code = |rng: &mut ChaCha8Rng, f: Format| -> u8 {
         let r = rng.next_u64();
         let c = (r % f.code_count() as u64) as u8;
-        if (r >> 32) % 64 != 0
+        if !(r >> 32).is_multiple_of(64)
             && matches!(
                 crate::format::decode_parts(f, c),
                 Decoded::Nan | Decoded::Inf { .. }
@@ -544,12 +544,12 @@ pub fn random_dot(s: &DotShape, rng: &mut ChaCha8Rng) -> DotCase {
     let scale = |rng: &mut ChaCha8Rng, f: Format| -> u8 {
         let r = rng.next_u64();
         if f == Format::E8M0 {
-            if r % 8 == 0 {
+            if r.is_multiple_of(8) {
                 ((r >> 8) % 256) as u8
             } else {
                 (119 + (r >> 8) % 17) as u8
             }
-        } else if r % 8 == 0 {
+        } else if r.is_multiple_of(8) {
             ((r >> 8) % 128) as u8
         } else {
             (0x30 + (r >> 8) % 16) as u8
@@ -564,7 +564,7 @@ pub fn random_dot(s: &DotShape, rng: &mut ChaCha8Rng) -> DotCase {
         scales: (0..nb).map(|_| scale(rng, s.b.scale_format())).collect(),
     };
     let r = rng.next_u64();
-    let c = if r % 8 == 0 {
+    let c = if r.is_multiple_of(8) {
         (r >> 32) as u32
     } else {
         let e = ilog2_max(fa) + ilog2_max(fb) + 4 - (below(rng, 40) as i32);

@@ -399,7 +399,7 @@ pub fn quantize_patterns(elem: Format, scale_fmt: Format, k: usize, level: Level
             };
             for g in [f.to_bits(), f.to_bits() - 1, f.to_bits() + 1] {
                 let v = f32::from_bits(g);
-                b.push(if i % 2 == 0 { v } else { -v });
+                b.push(if i.is_multiple_of(2) { v } else { -v });
                 i += 1;
             }
         }
