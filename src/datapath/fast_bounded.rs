@@ -337,8 +337,8 @@ fn tsum<const M: u8>(avx: bool, va: &[i16], vb: &[i16], la: &[i16], lb: &[i16], 
 
 #[inline]
 fn dot(avx: bool, narrow: bool, x: &[i32], y: &[i32]) -> i64 {
-    if x.len() <= 16 {
-        // short instructions (MXDOTP's 8 or 16 pairs): a call and a vector reduction cost
+    if x.len() <= 8 {
+        // short instructions (MXDOTP's 8 FP8 pairs): a call and a vector reduction cost
         // more than the loop
         return dot_impl(x, y);
     }
