@@ -138,6 +138,26 @@ mod avx2 {
         super::portable(x, ys, bs, out, full);
     }
 
+    /// The lane sums of four vectors of i64 lanes, stored as four i64 at `out`: pairwise
+    /// sums, then the two 128-bit halves, giving `[a b c d]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn store_sums_i64(acc: [__m256i; JB], out: *mut i64) {
+        let s01 = _mm256_add_epi64(
+            _mm256_unpacklo_epi64(acc[0], acc[1]),
+            _mm256_unpackhi_epi64(acc[0], acc[1]),
+        );
+        let s23 = _mm256_add_epi64(
+            _mm256_unpacklo_epi64(acc[2], acc[3]),
+            _mm256_unpackhi_epi64(acc[2], acc[3]),
+        );
+        let s = _mm256_add_epi64(
+            _mm256_permute2x128_si256::<0x20>(s01, s23),
+            _mm256_permute2x128_si256::<0x31>(s01, s23),
+        );
+        _mm256_storeu_si256(out as *mut __m256i, s);
+    }
+
     /// 8 lanes per step, even and odd lanes multiplied separately into 64-bit products.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn block_dots_i32(x: &[i32], ys: [&[i32]; JB], bs: usize, out: &mut [i64]) {
@@ -158,20 +178,7 @@ mod avx2 {
                 }
                 p += 8;
             }
-            // pairwise sums, then the two 128-bit halves: [a b c d]
-            let s01 = _mm256_add_epi64(
-                _mm256_unpacklo_epi64(acc[0], acc[1]),
-                _mm256_unpackhi_epi64(acc[0], acc[1]),
-            );
-            let s23 = _mm256_add_epi64(
-                _mm256_unpacklo_epi64(acc[2], acc[3]),
-                _mm256_unpackhi_epi64(acc[2], acc[3]),
-            );
-            let s = _mm256_add_epi64(
-                _mm256_permute2x128_si256::<0x20>(s01, s23),
-                _mm256_permute2x128_si256::<0x31>(s01, s23),
-            );
-            _mm256_storeu_si256(out.as_mut_ptr().add(blk * JB) as *mut __m256i, s);
+            store_sums_i64(acc, out.as_mut_ptr().add(blk * JB));
         }
         super::portable(x, ys, bs, out, full);
     }
@@ -179,6 +186,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::avx2::store_sums_i64;
     use super::JB;
     use std::arch::x86_64::*;
 
@@ -212,19 +220,7 @@ mod avx512 {
                 p += 16;
             }
             let acc = halves(acc);
-            let s01 = _mm256_add_epi64(
-                _mm256_unpacklo_epi64(acc[0], acc[1]),
-                _mm256_unpackhi_epi64(acc[0], acc[1]),
-            );
-            let s23 = _mm256_add_epi64(
-                _mm256_unpacklo_epi64(acc[2], acc[3]),
-                _mm256_unpackhi_epi64(acc[2], acc[3]),
-            );
-            let s = _mm256_add_epi64(
-                _mm256_permute2x128_si256::<0x20>(s01, s23),
-                _mm256_permute2x128_si256::<0x31>(s01, s23),
-            );
-            _mm256_storeu_si256(out.as_mut_ptr().add(blk * JB) as *mut __m256i, s);
+            store_sums_i64(acc, out.as_mut_ptr().add(blk * JB));
         }
         super::portable(x, ys, bs, out, full);
     }

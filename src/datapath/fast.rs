@@ -187,7 +187,6 @@ impl Combine<'_> {
     /// or `None` (recompute by the general path).
     #[inline]
     fn one(&self, i: usize, j: usize, cv: Fp, dot: impl Fn(usize) -> i128) -> Option<Fp> {
-        let cfg = &self.plan.cfg;
         let (fa, fb, nb) = (self.fa, self.fb, self.nb);
         let base_lsb = fa.lsb + fb.lsb;
         match self.sh {
@@ -206,34 +205,9 @@ impl Combine<'_> {
                         let v = dot(blk) * (sga as i128 * sgb as i128);
                         acc += v << (sla + slb - e0);
                     }
-                    let l = base_lsb + e0;
-                    let (total, lo) = match cv {
-                        Fp::Zero { .. } => (acc, l),
-                        Fp::Finite { neg, sig, exp } => {
-                            let lo = l.min(exp);
-                            let (s1, s2) = ((l - lo) as u32, (exp - lo) as u32);
-                            let bits = 128 - acc.unsigned_abs().leading_zeros();
-                            if bits + s1 > 125 || 64 + s2 > 125 {
-                                return self.wide(i, j, cv, dot);
-                            }
-                            let cpart = (sig as i128) << s2;
-                            ((acc << s1) + if neg { -cpart } else { cpart }, lo)
-                        }
-                        _ => return None,
-                    };
-                    if total == 0 {
-                        return None;
+                    if let Some(r) = self.round_whole(acc, base_lsb + e0, cv) {
+                        return Some(r);
                     }
-                    let r = round_parts(
-                        total < 0,
-                        total.unsigned_abs(),
-                        lo,
-                        false,
-                        cfg.accumulator,
-                        cfg.acc_rounding,
-                        false,
-                    );
-                    return Some(round_fp(r, cfg.output, cfg.output_rounding, false));
                 }
                 self.wide(i, j, cv, dot)
             }
@@ -372,35 +346,46 @@ impl Combine<'_> {
                 acc[jj] += dots[blk * JB + jj] << (sa[blk] + sb[jj][blk] - e0[jj]);
             }
         }
-        let cfg = &self.plan.cfg;
         let base = self.fa.lsb + self.fb.lsb;
         for jj in 0..JB {
             let l = base + e0[jj];
-            let acc = acc[jj] as i128;
-            let (total, lo) = match cvs[jj] {
-                Fp::Zero { .. } => (acc, l),
-                Fp::Finite { neg, sig, exp } if (l - exp).abs() < 60 => {
-                    let lo = l.min(exp);
-                    let cpart = (sig as i128) << (exp - lo);
-                    ((acc << (l - lo)) + if neg { -cpart } else { cpart }, lo)
-                }
-                _ => continue,
-            };
-            if total == 0 {
-                continue;
-            }
-            let r = round_parts(
-                total < 0,
-                total.unsigned_abs(),
-                lo,
-                false,
-                cfg.accumulator,
-                cfg.acc_rounding,
-                false,
-            );
-            res[jj] = Some(round_fp(r, cfg.output, cfg.output_rounding, false));
-            done[jj] = true;
+            res[jj] = self.round_whole(acc[jj] as i128, l, cvs[jj]);
+            done[jj] = res[jj].is_some();
         }
+    }
+
+    /// The exact sum `acc * 2^l + C` rounded to the accumulator format, then to the output
+    /// format; `None` when C is not finite, the sum is an exact zero (whose sign follows the
+    /// IEEE rules of the general path), or the aligned terms do not fit 125 bits.
+    fn round_whole(&self, acc: i128, l: i32, cv: Fp) -> Option<Fp> {
+        let (total, lo) = match cv {
+            Fp::Zero { .. } => (acc, l),
+            Fp::Finite { neg, sig, exp } => {
+                let lo = l.min(exp);
+                let (s1, s2) = ((l - lo) as u32, (exp - lo) as u32);
+                let bits = 128 - acc.unsigned_abs().leading_zeros();
+                if bits + s1 > 125 || 64 + s2 > 125 {
+                    return None;
+                }
+                let cpart = (sig as i128) << s2;
+                ((acc << s1) + if neg { -cpart } else { cpart }, lo)
+            }
+            _ => return None,
+        };
+        if total == 0 {
+            return None;
+        }
+        let cfg = &self.plan.cfg;
+        let r = round_parts(
+            total < 0,
+            total.unsigned_abs(),
+            lo,
+            false,
+            cfg.accumulator,
+            cfg.acc_rounding,
+            false,
+        );
+        Some(round_fp(r, cfg.output, cfg.output_rounding, false))
     }
 
     /// Whole exact sum in a wide accumulator.
@@ -571,7 +556,6 @@ pub(crate) fn gemm_fast(
         slb: fb.scales.iter().map(|s| s.1).collect(),
     };
     let isa = Isa::detect();
-    let avx = isa != Isa::Portable;
     if fa.bits <= 15 && fb.bits <= 15 && width <= 31 {
         let xa: Vec<i16> = fa.vals.iter().map(|&v| v as i16).collect();
         let xb: Vec<i16> = fb.vals.iter().map(|&v| v as i16).collect();
@@ -589,7 +573,7 @@ pub(crate) fn gemm_fast(
     let one = |i: usize, j: usize, cv: Fp| -> Option<Fp> {
         comb.one(i, j, cv, |blk| {
             let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));
-            idot64(avx, &xa[i * k + s..i * k + e], &xb[j * k + s..j * k + e])
+            idot64(&xa[i * k + s..i * k + e], &xb[j * k + s..j * k + e])
         })
     };
     super::fast_bounded::drive(plan, alpha, a, b, c, one).map(Some)

@@ -833,7 +833,7 @@ pub(crate) fn gemm_bounded(
 
 /// Exact dot product of i64 lanes in i128.
 #[inline]
-pub(crate) fn idot64(_avx: bool, x: &[i64], y: &[i64]) -> i128 {
+pub(crate) fn idot64(x: &[i64], y: &[i64]) -> i128 {
     let n = x.len();
     let y = &y[..n];
     let mut s = 0i128;

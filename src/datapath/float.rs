@@ -302,7 +302,7 @@ pub fn round_parts(
     debug_assert!(!sticky || nb >= m + 3);
     let p = exp + nb - 1;
     let q = p.max(fmt.emin()) - m; // target lsb exponent
-    let (mut sig, guard, rest) = if q <= exp {
+    let (sig, guard, rest) = if q <= exp {
         ((mag << (exp - q)) as u64, false, sticky)
     } else {
         let sh = (q - exp) as u32;
@@ -321,6 +321,25 @@ pub fn round_parts(
             (kept, g, low || sticky)
         }
     };
+    round_tail(neg, sig, q, guard, rest, fmt, mode, ftz)
+}
+
+/// The common end of [`round_parts`]: the kept significand `sig` at lsb exponent `q`, the
+/// guard bit and whether anything below it is set; the increment per mode, the carry into a
+/// new binade, overflow per IEEE 754 and flush-to-zero.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn round_tail(
+    neg: bool,
+    mut sig: u64,
+    mut q: i32,
+    guard: bool,
+    rest: bool,
+    fmt: FloatFormat,
+    mode: RoundMode,
+    ftz: bool,
+) -> Fp {
+    let m = fmt.man_bits as i32;
     let inexact = guard || rest;
     let inc = match mode {
         RoundMode::Rne => guard && (rest || sig & 1 == 1),
@@ -329,7 +348,6 @@ pub fn round_parts(
         RoundMode::Rup => !neg && inexact,
         RoundMode::Rmm => guard,
     };
-    let mut q = q;
     if inc {
         sig += 1;
         if sig == 1u64 << (m + 1) {
@@ -375,7 +393,7 @@ fn round_parts64(
     debug_assert!(!sticky || nb >= m + 3);
     let p = exp + nb - 1;
     let q = p.max(fmt.emin()) - m; // target lsb exponent
-    let (mut sig, guard, rest) = if q <= exp {
+    let (sig, guard, rest) = if q <= exp {
         (mag << (exp - q), false, sticky)
     } else {
         let sh = (q - exp) as u32;
@@ -390,42 +408,7 @@ fn round_parts64(
             (kept, g, low || sticky)
         }
     };
-    let inexact = guard || rest;
-    let inc = match mode {
-        RoundMode::Rne => guard && (rest || sig & 1 == 1),
-        RoundMode::Rtz => false,
-        RoundMode::Rdn => neg && inexact,
-        RoundMode::Rup => !neg && inexact,
-        RoundMode::Rmm => guard,
-    };
-    let mut q = q;
-    if inc {
-        sig += 1;
-        if sig == 1u64 << (m + 1) {
-            sig >>= 1;
-            q += 1;
-        }
-    }
-    if sig == 0 {
-        return Fp::Zero { neg };
-    }
-    if q + m > fmt.emax() {
-        let to_max = match mode {
-            RoundMode::Rne | RoundMode::Rmm => false,
-            RoundMode::Rtz => true,
-            RoundMode::Rdn => !neg,
-            RoundMode::Rup => neg,
-        };
-        return if to_max {
-            fmt.max_finite(neg)
-        } else {
-            Fp::Inf { neg }
-        };
-    }
-    if ftz && sig < 1u64 << m {
-        return Fp::Zero { neg };
-    }
-    Fp::Finite { neg, sig, exp: q }
+    round_tail(neg, sig, q, guard, rest, fmt, mode, ftz)
 }
 
 /// Round a value already given as parts (of any precision) into `fmt`.
