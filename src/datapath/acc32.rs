@@ -1,7 +1,8 @@
 //! FP32 round-to-nearest-even accumulation of exact block sums, in integers: the `ocp-fp32`
-//! style step `acc <- RNE32(acc + RNE32(sum * 2^lsb))` (OCP MX v1.0 section 6.2 leaves the
-//! accumulation to the implementation; this is the IEEE 754 binary32 conversion and addition,
-//! as Berkeley SoftFloat's `i64_to_f32` scaling and `f32_add` compute them).
+//! style step `acc <- RNE32(acc + RNE32(sum * 2^lsb))` (the OCP MX v1.0 dot product defines a
+//! general dot product as the FP32 sum of block dots and leaves its internal precision and
+//! order to the implementation; this is the IEEE 754 binary32 conversion and addition, as
+//! Berkeley SoftFloat's `i64_to_f32` scaling and `f32_add` compute them).
 //!
 //! Only normal intermediates are handled: a step whose exact value lies outside the normal
 //! range (where subnormal rounding or overflow would apply) marks the output as declined, and

@@ -218,7 +218,7 @@ impl Combine<'_> {
     /// The outputs of rows `i0..i0 + cvs.len()` and columns `j0..j0 + jn` from their block
     /// dot products (`dots[ii * nb * JB..]` per row, see [`Combine::group`]) into `res`: the
     /// FP32 RNE block-by-block accumulation runs all rows' chains together
-    /// ([`acc32::accumulate`]); everything else goes row by row through [`Combine::group`].
+    /// ([`accumulate`]); everything else goes row by row through [`Combine::group`].
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
