@@ -25,7 +25,7 @@ pub struct BackendArgs {
     /// Fast mode: quantize, dequantize, multiply in float32 (NOT bit-exact).
     #[arg(long)]
     pub fast: bool,
-    /// Scale rule for every quantized role (floor, ceil, even, rceil, prescale[:F], mse[:N],
+    /// Scale rule for every quantized role (floor, ceil, even, rceil, prescale, prescale:F, mse, mse:N,
     /// 4over6).
     #[arg(long)]
     pub scale_rule: Option<ScaleRule>,

@@ -74,7 +74,7 @@ pub struct GemmArgs {
     /// With `--hw`: write the cycle report as JSON.
     #[arg(long)]
     pub report_json: Option<PathBuf>,
-    /// Scale rule for quantizing float inputs (floor, ceil, even, rceil, prescale[:F], mse[:N], 4over6).
+    /// Scale rule for quantizing float inputs (floor, ceil, even, rceil, prescale, prescale:F, mse, mse:N, 4over6).
     #[arg(long, default_value = "floor")]
     pub scale_rule: ScaleRule,
     /// Block size (default: the scheme's, 32 for MX and 16 for NVFP4).

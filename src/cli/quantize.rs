@@ -20,7 +20,7 @@ pub struct QuantizeArgs {
     /// Scheme: mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8 or nvfp4.
     #[arg(long)]
     pub format: Scheme,
-    /// Scale rule: floor, ceil, even, rceil, prescale[:F], mse[:N] or 4over6.
+    /// Scale rule: floor, ceil, even, rceil, prescale, prescale:F, mse, mse:N or 4over6.
     #[arg(long, default_value = "floor")]
     pub scale_rule: ScaleRule,
     /// Element rounding: rne, rna, rtz or stochastic.

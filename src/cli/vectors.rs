@@ -19,7 +19,7 @@ pub struct VectorsArgs {
 /// `mxsim vectors` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum VectorsCmd {
-    /// Generate a vector pack (<op>.csv, <op>.hex, manifest.json) into a folder.
+    /// Generate a vector pack (OP.csv, OP.hex, manifest.json, OP the operation) into a folder.
     Gen(GenArgs),
     /// Compare a device-under-test's output dump with a pack's golden outputs
     /// (exit 0: all match, 1: mismatches, 2: bad input).
@@ -43,7 +43,7 @@ pub struct GenArgs {
     /// Scheme of operand B (dot, gemm-tile).
     #[arg(long)]
     pub b_format: Option<String>,
-    /// Scale rule (quantize): floor, ceil, even, rceil, prescale[:F], mse[:N], 4over6.
+    /// Scale rule (quantize): floor, ceil, even, rceil, prescale, prescale:F, mse, mse:N, 4over6.
     #[arg(long, default_value = "floor")]
     pub scale_rule: ScaleRule,
     /// Elements per block (quantize); the scheme's default (32, NVFP4 16) when absent.

@@ -1,7 +1,7 @@
 //! Scalar element and scale formats of OCP Microscaling (MX) v1.0 and NVFP4.
 //!
 //! Every format is one row of the parameter table [`SPECS`] (bits, exponent and mantissa
-//! widths, bias, signedness, which codes are special); one generic codec in [`codec`] serves
+//! widths, bias, signedness, which codes are special); one generic codec (module `codec`) serves
 //! them all. Decoding is exact (every value of every format is an f32). Encoding takes an f64
 //! (f32 inputs convert to f64 exactly) and a [`CastOptions`] (rounding, overflow, subnormal
 //! and NaN handling) and returns the code plus IEEE-style exception [`Flags`].

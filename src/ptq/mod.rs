@@ -5,9 +5,9 @@
 //!
 //! - [`quant`]: RTN (round-to-nearest with any [`crate::mx::ScaleRule`], which also makes the
 //!   scale rules methods of their own), a block quantizer with fixed scales, layer objectives.
-//! - [`gptq`]: GPTQ with MX block scales (static or dynamic scale policy), damping, lazy
+//! - [`gptq()`]: GPTQ with MX block scales (static or dynamic scale policy), damping, lazy
 //!   batches, act-order.
-//! - [`awq`]: AWQ scale search and clipping search.
+//! - [`awq()`]: AWQ scale search and clipping search.
 //! - [`smooth`]: SmoothQuant factors.
 //! - [`hadamard`]: fast Walsh-Hadamard, random-sign and block-diagonal Hadamard rotations
 //!   (QuaRot, MR-GPTQ).

@@ -1,5 +1,5 @@
 //! Functional and timing results from one tiling: [`gemm_tiled`] computes a GEMM bit-exactly
-//! through the datapath model in the order of the cycle simulator's [`Tiling`] (its tiles,
+//! through the datapath model in the order of the cycle simulator's [`Tiling`](super::gemm::Tiling) (its tiles,
 //! K steps and MMA instructions), carrying each output's accumulator across K steps as the
 //! hardware keeps it in accumulator registers, and checks that the MMA instructions it
 //! executed are exactly the ones the cycle model counted.

@@ -7,7 +7,7 @@
 //!   [`crate::format`], [`crate::mx`] and [`crate::datapath`].
 //! - [`Pack::write`] writes `<op>.csv`, `<op>.hex` and `manifest.json` atomically; the same
 //!   spec always gives byte-identical files.
-//! - [`check`] compares a device-under-test's output dump with a pack's golden outputs.
+//! - [`check()`] compares a device-under-test's output dump with a pack's golden outputs.
 //!
 //! File formats and case patterns are documented for users in `docs/vectors.md`.
 
