@@ -20,7 +20,8 @@ pub(crate) enum Isa {
 
 impl Isa {
     /// The best this CPU supports, or a lower level named by the environment variable
-    /// `MXSIM_ISA` (`portable`, `avx2`): results are identical, only speed differs.
+    /// `MXSIM_ISA` (`portable`, `avx2`; any other value selects the best): results are
+    /// identical, only speed differs.
     pub(crate) fn detect() -> Isa {
         let cap = match std::env::var("MXSIM_ISA").as_deref() {
             Ok("portable") => return Isa::Portable,
