@@ -1,34 +1,12 @@
 //! `mxsim gemm` and `mxsim datapath` end to end, including bad inputs.
 
+mod cli_support;
+use cli_support::{data, mxsim};
 use mxsim::datapath::{gemm, DatapathConfig};
 use mxsim::io::{read_npy, write_npy, NpyArray, NpyData};
 use mxsim::mx::{quantize_f64, MxConfig, Scheme};
 use std::path::Path;
 use std::process::Command;
-
-fn mxsim(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mxsim"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
-
-fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 8.0
-        })
-        .collect()
-}
 
 fn f32s(p: &Path) -> Vec<f32> {
     match read_npy(p).unwrap().data {
