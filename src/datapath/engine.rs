@@ -570,6 +570,24 @@ pub(crate) fn dot_general(plan: &Plan, a: &OperandRow, b: &OperandRow, c: Fp) ->
         }
         other => other,
     };
+    let mut terms = Vec::with_capacity(64);
+    let mut members = Vec::with_capacity(64);
+    run_chunks(plan, c, |s, l, acc| {
+        instruction(plan, a, b, s, l, acc, &mut terms, &mut members)
+    })
+}
+
+/// The instruction sequence of one output: the accumulator starts from `c` (rounded to the
+/// accumulator format, or zero with promotion), each instruction `instr(start, len, acc)`
+/// returns the next accumulator, partial sums are promoted into an FP32 RNE outer sum every
+/// `promote_every` elements, and the result is rounded to the output format. Shared by the
+/// general path and the fast kernels (whose instructions may decline with an error value).
+pub(crate) fn run_chunks<E>(
+    plan: &Plan,
+    c: Fp,
+    mut instr: impl FnMut(usize, usize, Fp) -> std::result::Result<Fp, E>,
+) -> std::result::Result<Fp, E> {
+    let cfg = &plan.cfg;
     let promote = cfg.promote_every > 0;
     let mut outer = c;
     let mut acc = if promote {
@@ -578,10 +596,8 @@ pub(crate) fn dot_general(plan: &Plan, a: &OperandRow, b: &OperandRow, c: Fp) ->
         round_fp(c, cfg.accumulator, cfg.acc_rounding, cfg.ftz_outputs)
     };
     let mut since = 0usize;
-    let mut terms = Vec::with_capacity(64);
-    let mut members = Vec::with_capacity(64);
     for &(s, l) in &plan.chunks {
-        acc = instruction(plan, a, b, s, l, acc, &mut terms, &mut members)?;
+        acc = instr(s, l, acc)?;
         since += l;
         if promote && since >= cfg.promote_every {
             outer = add_exact(outer, acc, FloatFormat::FP32, RoundMode::Rne, false);

@@ -18,8 +18,8 @@
 //! the general path bit for bit (`tests/datapath_fast.rs`).
 
 use super::config::{AccJoin, AlignRef, DatapathConfig, ScaleAt, Shifted, TermExponent, ZeroSign};
-use super::engine::{dot_general, epilogue, treat, El, Plan, Sc, Term};
-use super::float::{add_exact, round_fp, round_parts, FloatFormat, Fp, RoundMode};
+use super::engine::{dot_general, epilogue, run_chunks, treat, El, Plan, Sc, Term};
+use super::float::{round_parts, FloatFormat, Fp, RoundMode};
 use crate::error::Result;
 use crate::mx::MxTensor;
 use rayon::prelude::*;
@@ -551,45 +551,18 @@ fn exact_instr(
     ))
 }
 
-/// The instruction sequence of one output with a fast instruction `instr(start, len, acc)`,
-/// mirroring `engine::dot_general` (no input flushing: the kernels require `ftz_inputs` off).
+/// The instruction sequence of one output with a fast instruction `instr(start, len, acc)`
+/// ([`run_chunks`], as the general path runs it; no input flushing: the kernels require
+/// `ftz_inputs` off); `None` when `c` is not finite or an instruction declines.
 fn dot_seq(
     plan: &Plan,
     c: Fp,
     mut instr: impl FnMut(usize, usize, Fp) -> Option<Fp>,
 ) -> Option<Fp> {
-    let cfg = &plan.cfg;
     if !matches!(c, Fp::Finite { .. } | Fp::Zero { .. }) {
         return None;
     }
-    let promote = cfg.promote_every > 0;
-    let mut outer = c;
-    let mut acc = if promote {
-        Fp::ZERO
-    } else {
-        round_fp(c, cfg.accumulator, cfg.acc_rounding, cfg.ftz_outputs)
-    };
-    let mut since = 0usize;
-    for &(s, l) in &plan.chunks {
-        acc = instr(s, l, acc)?;
-        since += l;
-        if promote && since >= cfg.promote_every {
-            outer = add_exact(outer, acc, FloatFormat::FP32, RoundMode::Rne, false);
-            acc = Fp::ZERO;
-            since = 0;
-        }
-    }
-    let fin = if promote {
-        add_exact(outer, acc, FloatFormat::FP32, RoundMode::Rne, false)
-    } else {
-        acc
-    };
-    Some(round_fp(
-        fin,
-        cfg.output,
-        cfg.output_rounding,
-        cfg.ftz_outputs,
-    ))
+    run_chunks(plan, c, |s, l, acc| instr(s, l, acc).ok_or(())).ok()
 }
 
 /// Which kernel a plan can use.
