@@ -287,7 +287,14 @@ fn gemm_same_bits_for_every_instruction_set() {
     write_npy(&pa, &NpyArray::f32(vec![m, k], data(m * k, 11))).unwrap();
     write_npy(&pb, &NpyArray::f32(vec![k, n], data(k * n, 12))).unwrap();
     write_npy(&pc, &NpyArray::f32(vec![m, n], data(m * n, 13))).unwrap();
-    for preset in ["exact", "ocp-fp32", "mxdotp", "blackwell-mxf4nvf4"] {
+    for preset in [
+        "exact",
+        "ocp-fp32",
+        "mxdotp",
+        "blackwell-mxf4nvf4",
+        "blackwell-mxf8f6f4",
+        "hopper-fp8",
+    ] {
         for (fa, fb) in [("mxfp4", "mxfp4"), ("mxfp8", "mxfp8"), ("mxfp8", "mxfp4")] {
             let mut outs = Vec::new();
             for isa in ["portable", "avx2", "best"] {

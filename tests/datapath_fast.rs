@@ -258,6 +258,14 @@ fn fast_equals_reference_config_variants() {
         v.zero_sign = mxsim::datapath::ZeroSign::Ieee;
         variants.push(v);
         let mut v = cfg.clone();
+        v.accumulator = "bf16".parse().unwrap();
+        v.acc_rounding = "rdn".parse().unwrap();
+        variants.push(v);
+        let mut v = cfg.clone();
+        v.acc_rounding = "rmm".parse().unwrap();
+        v.align = mxsim::datapath::AlignRef::Products;
+        variants.push(v);
+        let mut v = cfg.clone();
         v.accumulator = "fp16".parse().unwrap();
         v.acc_rounding = "rup".parse().unwrap();
         v.ftz_outputs = true;

@@ -27,7 +27,9 @@ mod engine;
 mod fast;
 mod fast_bounded;
 pub mod float;
+mod lanes;
 mod step;
+mod v8;
 pub mod wide;
 
 pub use config::{
