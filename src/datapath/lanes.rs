@@ -7,8 +7,9 @@
 //! accumulator as one more term, the rounding into the accumulator format, promotion to the
 //! outer FP32 sum. Each output's instructions still run one after the other, exactly as
 //! [`super::engine`] runs them; the lanes only make eight independent chains advance
-//! together. The lane loops are plain Rust over arrays, compiled once per instruction set
-//! (AVX-512, AVX2, portable), so every build computes the same bits.
+//! together. The steps are written with the lane-wise operations of [`super::v8`], compiled
+//! once per instruction set (AVX-512, AVX2, portable) from the same source, so every build
+//! computes the same bits.
 //!
 //! A lane covers normal accumulators only (and `+0`): a step whose result would be subnormal
 //! or overflow, a `-0` starting value, or a term too wide for 64-bit lanes marks its output
@@ -18,7 +19,7 @@ use super::acc32::{add32, Acc32, ACC32_ZERO};
 use super::blockdot::Isa;
 use super::config::{AlignRef, DatapathConfig, Shifted};
 use super::engine::Plan;
-use super::float::{round_fp, FloatFormat, Fp, RoundMode};
+use super::float::{round_fp, Fp, RoundMode};
 use super::v8::V8;
 
 /// Outputs per lane group.
@@ -29,7 +30,7 @@ pub(super) const NO_LEAD: i32 = -16384;
 /// Largest exponents at or below this mean "no nonzero term".
 const NONE: i64 = -8192;
 /// Pre-shift of product magnitudes so that every alignment is a right shift.
-pub(super) const PRE: i64 = 40;
+const PRE: i64 = 40;
 /// Exponent of a zero accumulator lane.
 const ZERO_EXP: i64 = -100_000;
 
@@ -49,8 +50,8 @@ pub(super) struct Window {
 
 impl Window {
     /// The lane parameters of a fused, operand-sum-exponent, bounded-window plan, or `None`
-    /// when the lanes do not cover it (no window, an accumulator wider than FP32's
-    /// significand, zero signs by IEEE rules).
+    /// when the lanes do not cover it (no window or one wider than 40 bits, an accumulator
+    /// wider than FP32's significand, zero signs by IEEE rules, flushed inputs or products).
     pub(super) fn of(cfg: &DatapathConfig) -> Option<Window> {
         let fb = cfg.frac_bits? as i64;
         let accf = cfg.accumulator;
@@ -548,6 +549,3 @@ pub(super) fn tile(
     let _ = isa;
     tile_impl(w, plan, t, c)
 }
-
-/// Unused formats guard: the lanes hold accumulators of at most FP32's significand.
-const _: () = assert!(FloatFormat::FP32.man_bits == 23);
