@@ -279,13 +279,16 @@ fn interleave<T: Copy + Send + Sync>(x: &[T], rows: usize, k: usize, pad: T) -> 
 
 /// Run `f(i, tile, c)` for every row of A and every tile of eight rows of B (parallel over
 /// row tiles of A, a fixed order inside), recomputing declined outputs with the general path;
-/// applies the global-scale epilogue. Also returns how many outputs were declined.
+/// applies the global-scale epilogue. Outputs of `special` rows of A or B (a NaN/Inf element
+/// or NaN scale) always go to the general path. Also returns how many outputs the lanes
+/// declined.
 fn drive_lanes(
     plan: &Plan,
     alpha: Option<Fp>,
     a: &MxTensor,
     b: &MxTensor,
     c: Option<&[f32]>,
+    special: (&[bool], &[bool]),
     f: impl Fn(usize, usize, &[Fp; LANES]) -> [Option<Fp>; LANES] + Sync,
 ) -> Result<(Vec<f32>, u64)> {
     let (m, n) = (a.rows, b.rows);
@@ -313,10 +316,15 @@ fn drive_lanes(
                     for q in 0..LANES {
                         let j = jt * LANES + q;
                         if j < n {
-                            if r[q].is_none() {
-                                declined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            rows[ii * n + j] = emit(plan, alpha, a, b, i, j, craw[q], cv[q], r[q])?;
+                            let r = if special.0[i] || special.1[j] {
+                                None
+                            } else {
+                                if r[q].is_none() {
+                                    declined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                r[q]
+                            };
+                            rows[ii * n + j] = emit(plan, alpha, a, b, i, j, craw[q], cv[q], r)?;
                         }
                     }
                 }
@@ -374,16 +382,9 @@ fn gemm_bounded_counted(
                     lsb: &bl[tr.clone()],
                     lead: &bd[tr],
                 };
-                let mut r = lanes::tile(isa, &w, plan, &Tile::Products(&row, &tile), cv);
-                for (q, r) in r.iter_mut().enumerate() {
-                    let j = jt * LANES + q;
-                    if fa.special[i] || fb.special.get(j).copied().unwrap_or(false) {
-                        *r = None;
-                    }
-                }
-                r
+                lanes::tile(isa, &w, plan, &Tile::Products(&row, &tile), cv)
             };
-            drive_lanes(plan, alpha, a, b, c, f).map(Some)
+            drive_lanes(plan, alpha, a, b, c, (&fa.special, &fb.special), f).map(Some)
         }
         Kind::Groups => {
             let (Some(xa), Some(xb)) = (fixed(a, &plan.ea, &plan.sa), fixed(b, &plan.eb, &plan.sb))
@@ -428,16 +429,9 @@ fn gemm_bounded_counted(
                     lsb: &blsb[jt * bpb * LANES..(jt + 1) * bpb * LANES],
                     lead: &blead[jt * bpb * LANES..(jt + 1) * bpb * LANES],
                 };
-                let mut r = lanes::tile(isa, &w, plan, &Tile::Groups(&g, &row, &tile), cv);
-                for (q, r) in r.iter_mut().enumerate() {
-                    let j = jt * LANES + q;
-                    if xa.special[i] || xb.special.get(j).copied().unwrap_or(false) {
-                        *r = None;
-                    }
-                }
-                r
+                lanes::tile(isa, &w, plan, &Tile::Groups(&g, &row, &tile), cv)
             };
-            drive_lanes(plan, alpha, a, b, c, f).map(Some)
+            drive_lanes(plan, alpha, a, b, c, (&xa.special, &xb.special), f).map(Some)
         }
     }
 }
