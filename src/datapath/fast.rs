@@ -9,7 +9,9 @@
 //!
 //! For 16- and 32-bit lanes the block dot products of one row of A against [`JB`] rows of B
 //! are computed in one pass ([`super::blockdot`]); rows of A are processed in tiles so that
-//! a group of B rows is reused from cache. With an FP32 round-to-nearest-even accumulator the
+//! a group of B rows is reused from cache. With AVX-512 VNNI, values of up to 18 bits (FP4,
+//! FP6, INT8, E4M3) instead go through [`super::lanedot`]: four rows of A against sixteen
+//! rows of B held in the lanes of a vector, E4M3 values split into 16-bit halves. With an FP32 round-to-nearest-even accumulator the
 //! block-by-block accumulation uses a rounding and an addition specialised to normal FP32
 //! values (any other case, or a subnormal or overflowing intermediate, takes the general
 //! rounding routines).
@@ -24,6 +26,8 @@ use crate::mx::MxTensor;
 use super::acc32::{accumulate, has_avx512, Acc32, Chain, ACC32_ZERO};
 use super::blockdot::{block_dots_i16, block_dots_i32, Isa, JB};
 use super::fast_bounded::{c_of, emit, idot64};
+#[cfg(target_arch = "x86_64")]
+use super::lanedot::{self, Parts, LT, RA};
 use rayon::prelude::*;
 
 /// Which exact-block shape a plan has.
@@ -515,6 +519,102 @@ fn drive_tiled<T: Copy + Sync>(
     Ok(out)
 }
 
+/// [`drive_tiled`] with the AVX-512 VNNI kernel ([`lanedot`]): the block dots of [`RA`] rows
+/// of A (in tiles of [`TILE_ROWS`]) against [`LT`] interleaved rows of B per call (elements split into 16-bit halves when
+/// `split`), then each group of [`JB`] outputs' combination.
+#[cfg(target_arch = "x86_64")]
+fn drive_vnni(
+    comb: &Combine,
+    alpha: Option<Fp>,
+    a: &MxTensor,
+    b: &MxTensor,
+    c: Option<&[f32]>,
+    split: bool,
+) -> Result<Vec<f32>> {
+    let (m, n, k) = (a.rows, b.rows, a.cols);
+    let (plan, nb, bs) = (comb.plan, comb.nb, a.block_size);
+    let mut out = vec![0f32; m * n];
+    if n == 0 || m == 0 {
+        return Ok(out);
+    }
+    let halves = |x: &[i64]| {
+        if split {
+            lanedot::split(x)
+        } else {
+            (x.par_iter().map(|&v| v as i16).collect(), Vec::new())
+        }
+    };
+    let ((ah, al), (bh, bl)) = rayon::join(|| halves(&comb.fa.vals), || halves(&comb.fb.vals));
+    let th = lanedot::interleave_pairs(&bh, n, k);
+    let tl = lanedot::interleave_pairs(&bl, if split { n } else { 0 }, k);
+    out.par_chunks_mut(n * TILE_ROWS)
+        .enumerate()
+        .try_for_each(|(ti, rows)| -> Result<()> {
+            let i0 = ti * TILE_ROWS;
+            let ni = rows.len() / n;
+            // RA rows per kernel call; rows past the end repeat the last one (results unused)
+            let groups: Vec<[Parts; RA]> = (0..ni.div_ceil(RA))
+                .map(|g| {
+                    std::array::from_fn(|r| {
+                        let i = i0 + (g * RA + r).min(ni - 1);
+                        Parts {
+                            hi: &ah[i * k..(i + 1) * k],
+                            lo: if split { &al[i * k..(i + 1) * k] } else { &[] },
+                        }
+                    })
+                })
+                .collect();
+            let mut lanes = vec![0i64; groups.len() * RA * nb * LT];
+            let mut dots = vec![0i64; ni * nb * JB];
+            let mut sbq = Vec::with_capacity(nb * JB);
+            let mut cvs = vec![[Fp::ZERO; JB]; ni];
+            let mut craws = vec![[Fp::ZERO; JB]; ni];
+            let mut res = vec![[None; JB]; ni];
+            for tile in 0..n.div_ceil(LT) {
+                let tr = tile * k * LT..(tile + 1) * k * LT;
+                let bt = Parts {
+                    hi: &th[tr.clone()],
+                    lo: if split { &tl[tr] } else { &[] },
+                };
+                for (g, parts) in groups.iter().enumerate() {
+                    let o = &mut lanes[g * RA * nb * LT..(g + 1) * RA * nb * LT];
+                    // SAFETY: only reached where lanedot::available() holds.
+                    unsafe { lanedot::block_dots(*parts, bt, k, bs, o) };
+                }
+                for g in 0..LT / JB {
+                    let j0 = tile * LT + g * JB;
+                    if j0 >= n {
+                        break;
+                    }
+                    let jn = JB.min(n - j0);
+                    for ii in 0..ni {
+                        for blk in 0..nb {
+                            let at = (ii * nb + blk) * LT + g * JB;
+                            dots[(ii * nb + blk) * JB..(ii * nb + blk + 1) * JB]
+                                .copy_from_slice(&lanes[at..at + JB]);
+                        }
+                        for jj in 0..JB {
+                            let idx = (i0 + ii) * n + j0 + jj.min(jn - 1);
+                            (craws[ii][jj], cvs[ii][jj]) = c_of(alpha, c, idx);
+                        }
+                    }
+                    comb.tile(i0, j0, jn, &cvs, &dots, &mut sbq, &mut res);
+                    for ii in 0..ni {
+                        let i = i0 + ii;
+                        for jj in 0..jn {
+                            let j = j0 + jj;
+                            let (craw, cv) = (craws[ii][jj], cvs[ii][jj]);
+                            rows[ii * n + j] =
+                                emit(plan, alpha, a, b, i, j, craw, cv, res[ii][jj])?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    Ok(out)
+}
+
 /// Fast GEMM, or `None` when the plan or the data needs the general path.
 pub(crate) fn gemm_fast(
     plan: &Plan,
@@ -556,7 +656,19 @@ pub(crate) fn gemm_fast(
         slb: fb.scales.iter().map(|s| s.1).collect(),
     };
     let isa = Isa::detect();
-    if fa.bits <= 15 && fb.bits <= 15 && width <= 31 {
+    let narrow = fa.bits <= 15 && fb.bits <= 15 && width <= 31;
+    // E4M3-sized values split into 16-bit halves: each half's block sums fit 32 bits
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512
+        && lanedot::available()
+        && has_avx512()
+        && (narrow || (fa.bits <= 18 && fb.bits <= 18 && bs <= 64))
+        && bs.is_multiple_of(2)
+        && k.is_multiple_of(bs)
+    {
+        return drive_vnni(&comb, alpha, a, b, c, !narrow).map(Some);
+    }
+    if narrow {
         let xa: Vec<i16> = fa.vals.iter().map(|&v| v as i16).collect();
         let xb: Vec<i16> = fb.vals.iter().map(|&v| v as i16).collect();
         let kern = |x: &[i16], ys: [&[i16]; JB], o: &mut [i64]| block_dots_i16(isa, x, ys, bs, o);

@@ -1,0 +1,224 @@
+//! Exact integer block dot products of [`RA`] rows of A against [`LT`] rows of B at once, with
+//! the sixteen B rows in the lanes of one vector: the AVX-512 VNNI inner loop of the
+//! exact-block fast path ([`super::fast`]).
+//!
+//! Rows of B are interleaved by element pairs (`[pair][row][2]`), so one `vpdpwssd` multiplies
+//! a broadcast pair of A elements with the same pair of all sixteen B rows and adds both
+//! products into each row's 32-bit lane: no horizontal sums, and every B load serves
+//! [`RA`] rows of A. Elements wider than 16 bits (E4M3's 18-bit fixed-point values) are split
+//! as `x = xh * 2^9 + xl` with `0 <= xl < 2^9`, and a block dot becomes
+//! `HH * 2^18 + (HL + LH) * 2^9 + LL`, four `vpdpwssd` per pair. Integer sums are exact, so
+//! the results equal the plain block dots ([`super::blockdot`]) bit for bit; the caller
+//! guarantees that no 32-bit lane overflows.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+/// B rows per lane tile.
+pub(crate) const LT: usize = 16;
+/// A rows per pass.
+pub(crate) const RA: usize = 4;
+/// Low part width of a split element.
+pub(crate) const SPLIT: u32 = 9;
+
+/// Whether this CPU can run the kernel (AVX-512 F/BW and VNNI).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `rows` rows of `k` (even) elements interleaved by pairs in tiles of [`LT`] rows:
+/// `out[((tile * k / 2 + p) * LT + q) * 2 + h]` is element `2p + h` of row `tile * LT + q`
+/// (zero for rows past the end).
+pub(crate) fn interleave_pairs(x: &[i16], rows: usize, k: usize) -> Vec<i16> {
+    use rayon::prelude::*;
+    let tiles = rows.div_ceil(LT);
+    let mut out = vec![0i16; tiles * k * LT];
+    out.par_chunks_mut(k * LT)
+        .enumerate()
+        .for_each(|(tile, o)| {
+            for q in 0..LT.min(rows - tile * LT) {
+                let r = tile * LT + q;
+                for p in 0..k / 2 {
+                    o[(p * LT + q) * 2] = x[r * k + 2 * p];
+                    o[(p * LT + q) * 2 + 1] = x[r * k + 2 * p + 1];
+                }
+            }
+        });
+    out
+}
+
+/// The operand halves of a split (or the whole 16-bit values, `lo` empty).
+#[derive(Clone, Copy)]
+pub(crate) struct Parts<'a> {
+    pub hi: &'a [i16],
+    pub lo: &'a [i16],
+}
+
+/// Block dots of rows `a[r]` (each `k` elements, `k` a multiple of the even block size `bs`)
+/// against one interleaved tile `b` of [`LT`] rows: `out[(r * nb + blk) * LT + q]`.
+///
+/// # Safety
+/// Only call where [`available`] is true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // r indexes several register arrays in step
+pub(crate) unsafe fn block_dots(a: [Parts; RA], b: Parts, k: usize, bs: usize, out: &mut [i64]) {
+    use std::arch::x86_64::*;
+    let nb = k / bs;
+    let split = !b.lo.is_empty();
+    assert!(bs.is_multiple_of(2) && k.is_multiple_of(bs) && out.len() >= RA * nb * LT);
+    assert!(b.hi.len() >= k * LT && (!split || b.lo.len() >= k * LT));
+    for p in a.iter() {
+        assert!(p.hi.len() >= k && (!split || p.lo.len() >= k));
+    }
+    // a pair of A elements as one broadcast 32-bit value
+    let pair = |x: &[i16], e: usize| -> __m512i {
+        _mm512_set1_epi32((x.as_ptr().add(e) as *const i32).read_unaligned())
+    };
+    let widen = |v: __m512i| -> [__m512i; 2] {
+        [
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)),
+            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v)),
+        ]
+    };
+    let store = |out: &mut [i64], at: usize, v: [__m512i; 2]| {
+        _mm512_storeu_si512(out.as_mut_ptr().add(at) as *mut _, v[0]);
+        _mm512_storeu_si512(out.as_mut_ptr().add(at + 8) as *mut _, v[1]);
+    };
+    let zero = _mm512_setzero_si512();
+    for blk in 0..nb {
+        let (p0, p1) = (blk * bs / 2, (blk + 1) * bs / 2);
+        if !split {
+            let mut acc = [zero; RA];
+            for p in p0..p1 {
+                let bv = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
+                for r in 0..RA {
+                    acc[r] = _mm512_dpwssd_epi32(acc[r], bv, pair(a[r].hi, 2 * p));
+                }
+            }
+            for r in 0..RA {
+                store(out, (r * nb + blk) * LT, widen(acc[r]));
+            }
+        } else {
+            let mut hh = [zero; RA];
+            let mut x = [zero; RA];
+            let mut ll = [zero; RA];
+            for p in p0..p1 {
+                let bh = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
+                let bl = _mm512_loadu_si512(b.lo.as_ptr().add(p * 2 * LT) as *const _);
+                for r in 0..RA {
+                    let (ah, al) = (pair(a[r].hi, 2 * p), pair(a[r].lo, 2 * p));
+                    hh[r] = _mm512_dpwssd_epi32(hh[r], bh, ah);
+                    x[r] = _mm512_dpwssd_epi32(x[r], bl, ah);
+                    x[r] = _mm512_dpwssd_epi32(x[r], bh, al);
+                    ll[r] = _mm512_dpwssd_epi32(ll[r], bl, al);
+                }
+            }
+            for r in 0..RA {
+                let (h, m, l) = (widen(hh[r]), widen(x[r]), widen(ll[r]));
+                let v = [0, 1].map(|i| {
+                    let t = _mm512_add_epi64(
+                        _mm512_slli_epi64::<{ 2 * SPLIT }>(h[i]),
+                        _mm512_slli_epi64::<SPLIT>(m[i]),
+                    );
+                    _mm512_add_epi64(t, l[i])
+                });
+                store(out, (r * nb + blk) * LT, v);
+            }
+        }
+    }
+}
+
+/// Split 32-bit fixed-point values into 16-bit halves `x = hi * 2^SPLIT + lo`.
+pub(crate) fn split(x: &[i64]) -> (Vec<i16>, Vec<i16>) {
+    use rayon::prelude::*;
+    let hi = x.par_iter().map(|&v| (v >> SPLIT) as i16).collect();
+    let lo = x
+        .par_iter()
+        .map(|&v| (v & ((1 << SPLIT) - 1)) as i16)
+        .collect();
+    (hi, lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The kernel's block dots equal plain integer block dots, whole and split, with the
+    /// extreme values of each range and rows past the end of B.
+    #[test]
+    fn lane_dots_equal_plain_dots() {
+        if !available() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for (lim, split_it) in [(1i64 << 10, false), (1 << 18, true)] {
+            let (k, bs, rows) = (96usize, 32usize, 13usize);
+            let mut val = |_| match rng.gen_range(0..8) {
+                0 => lim - 1,
+                1 => -(lim - 1),
+                2 => 0,
+                _ => rng.gen_range(-(lim - 1)..lim),
+            };
+            let xa: Vec<i64> = (0..RA * k).map(&mut val).collect();
+            let xb: Vec<i64> = (0..rows * k).map(&mut val).collect();
+            let nb = k / bs;
+            let (ah, al, bh, bl) = if split_it {
+                let ((ah, al), (bh, bl)) = (split(&xa), split(&xb));
+                (ah, al, bh, bl)
+            } else {
+                let w = |x: &[i64]| x.iter().map(|&v| v as i16).collect::<Vec<_>>();
+                (w(&xa), vec![], w(&xb), vec![])
+            };
+            let (th, tl) = (
+                interleave_pairs(&bh, rows, k),
+                if split_it {
+                    interleave_pairs(&bl, rows, k)
+                } else {
+                    vec![]
+                },
+            );
+            for tile in 0..rows.div_ceil(LT) {
+                let mut out = vec![0i64; RA * nb * LT];
+                let parts: [Parts; RA] = std::array::from_fn(|r| Parts {
+                    hi: &ah[r * k..(r + 1) * k],
+                    lo: if split_it {
+                        &al[r * k..(r + 1) * k]
+                    } else {
+                        &[]
+                    },
+                });
+                let tr = tile * k * LT..(tile + 1) * k * LT;
+                let b = Parts {
+                    hi: &th[tr.clone()],
+                    lo: if split_it { &tl[tr] } else { &[] },
+                };
+                unsafe { block_dots(parts, b, k, bs, &mut out) };
+                for r in 0..RA {
+                    for blk in 0..nb {
+                        for q in 0..LT {
+                            let j = tile * LT + q;
+                            let want: i64 = if j < rows {
+                                (blk * bs..(blk + 1) * bs)
+                                    .map(|t| xa[r * k + t] * xb[j * k + t])
+                                    .sum()
+                            } else {
+                                0
+                            };
+                            assert_eq!(out[(r * nb + blk) * LT + q], want, "r {r} blk {blk} j {j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
