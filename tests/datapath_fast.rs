@@ -203,6 +203,46 @@ fn fast_equals_reference_every_preset_every_scheme_pair() {
     }
 }
 
+/// Wide outputs (N past sixteen, so whole lane tiles of B rows and a partial one) for the
+/// exact-block presets, every style of data, with and without C, rows of A past a multiple
+/// of the kernels' row tiles.
+#[test]
+fn fast_equals_reference_wide_tiles_exact_block_presets() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let styles = [
+        Style::Plain,
+        Style::Extreme,
+        Style::Spread,
+        Style::Special,
+        Style::Wide,
+    ];
+    let mut round = 0usize;
+    for name in ["exact", "ocp-fp32"] {
+        let cfg = DatapathConfig::preset(name).unwrap();
+        for (sa, sb) in [
+            (Scheme::Mxfp4, Scheme::Mxfp4),
+            (Scheme::Mxfp8E4m3, Scheme::Mxfp8E4m3),
+            (Scheme::Mxfp8E4m3, Scheme::Mxfp4),
+            (Scheme::Mxfp6E3m2, Scheme::Mxfp6E2m3),
+            (Scheme::Mxint8, Scheme::Mxfp8E4m3),
+        ] {
+            for style in styles {
+                round += 1;
+                let (m, n, k) = (9 + round % 3, 37, [64, 256, 96][round % 3]);
+                let a = random_tensor(&mut rng, sa, m, k, style);
+                let mut b = random_tensor(&mut rng, sb, n, k, style);
+                if round.is_multiple_of(2) {
+                    add_cancellation(&a, &mut b);
+                }
+                let c = random_c(&mut rng, m * n);
+                let what = format!("{name} {sa}x{sb} {style:?} k={k}");
+                check(&cfg, &a, &b, Some(&c), &what);
+                check(&cfg, &a, &b, None, &what);
+            }
+        }
+    }
+}
+
 /// Longer reductions (several promotions, many instructions) on larger tiles, MXFP4 x MXFP4,
 /// MXFP8 x MXFP4 and NVFP4, and global scales (NVFP4 tensor scale, epilogue).
 #[test]

@@ -138,6 +138,40 @@ pub(crate) fn accumulate(
     }
 }
 
+/// One row of A's accumulation against sixteen outputs (lanes) at once, block sums laid out
+/// `dots[blk * 16 + lane]` (exact integers, `|sum| < 2^62`).
+pub(crate) struct Row16<'a> {
+    pub dots: &'a [i64],
+    /// Scale lsb exponent of each block of the row of A.
+    pub sa: &'a [i32],
+    /// Initial accumulators (normal or zero), updated in place.
+    pub acc: [Acc32; 16],
+    /// Whether each lane stayed within what is handled here (the caller sets `true`).
+    pub ok: [bool; 16],
+}
+
+/// [`accumulate`] for rows of sixteen outputs: `acc <- RNE32(acc + RNE32(dots[blk * 16 +
+/// lane] * 2^(base + sa[blk] + sb[blk * 16 + lane])))`, block by block. AVX-512 only (the
+/// caller checks [`has_avx512`]); equal lane by lane to the scalar steps ([`rne32`],
+/// [`add32`]).
+pub(crate) fn accumulate16(exact: bool, rows: &mut [Row16], sb: &[i64], base: i32, nb: usize) {
+    for r in rows.iter() {
+        assert!(r.dots.len() >= nb * 16 && r.sa.len() >= nb);
+    }
+    assert!(sb.len() >= nb * 16 && has_avx512());
+    #[cfg(target_arch = "x86_64")]
+    for pair in rows.chunks_mut(2) {
+        // SAFETY: AVX-512 F/CD checked above; lengths checked above.
+        unsafe {
+            if exact {
+                v512::accumulate16::<true>(pair, sb, base, nb)
+            } else {
+                v512::accumulate16::<false>(pair, sb, base, nb)
+            }
+        }
+    }
+}
+
 /// Whether the AVX-512 version can run here.
 pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -153,7 +187,7 @@ pub(crate) fn has_avx512() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod v512 {
-    use super::{Acc32, Chain, ZERO_EXP};
+    use super::{Acc32, Chain, Row16, ZERO_EXP};
     use std::arch::x86_64::*;
 
     /// Eight lanes: the four outputs of two rows of A. Lanes hold signed significands (`-sig`
@@ -245,6 +279,103 @@ mod v512 {
         let l = _mm256_loadu_si256(lo as *const __m256i);
         let h = _mm256_loadu_si256(hi as *const __m256i);
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l), h)
+    }
+
+    /// One block sum's rounding (or normalisation when `EXACT`), zero sums marked.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512cd")]
+    unsafe fn block_term<const EXACT: bool>(v: __m512i, lsb: __m512i) -> (V, __mmask8) {
+        let zero = _mm512_setzero_si512();
+        let vz = _mm512_cmpeq_epi64_mask(v, zero);
+        let neg = _mm512_cmplt_epi64_mask(v, zero);
+        let mag = _mm512_mask_mov_epi64(_mm512_abs_epi64(v), vz, _mm512_set1_epi64(1));
+        let (s, v1) = if EXACT {
+            norm(neg, mag, lsb)
+        } else {
+            rne(neg, mag, lsb)
+        };
+        let s = V {
+            sig: _mm512_maskz_mov_epi64(!vz, s.sig),
+            exp: _mm512_mask_mov_epi64(s.exp, vz, _mm512_set1_epi64(ZERO_EXP as i64)),
+        };
+        (s, v1 | vz)
+    }
+
+    /// [`super::accumulate16`] for one or two rows: four vectors (two halves of each row)
+    /// interleaved.
+    #[target_feature(enable = "avx512f,avx512cd")]
+    pub(super) unsafe fn accumulate16<const EXACT: bool>(
+        rows: &mut [Row16],
+        sb: &[i64],
+        base: i32,
+        nb: usize,
+    ) {
+        const P: usize = 4;
+        let n = rows.len();
+        debug_assert!((1..=2).contains(&n));
+        // vector p: row p / 2 (the last row repeated when there is one), half p % 2
+        let row = |p: usize| (p / 2).min(n - 1);
+        let mut acc = [V {
+            sig: _mm512_setzero_si512(),
+            exp: _mm512_setzero_si512(),
+        }; P];
+        let mut ok = [0u8; P];
+        for (p, a) in acc.iter_mut().enumerate() {
+            let r = &rows[row(p)];
+            let h = 8 * (p % 2);
+            let sig: [i64; 8] = std::array::from_fn(|l| {
+                let x = r.acc[h + l];
+                if x.neg {
+                    -(x.sig as i64)
+                } else {
+                    x.sig as i64
+                }
+            });
+            let exp: [i64; 8] = std::array::from_fn(|l| r.acc[h + l].exp as i64);
+            *a = V {
+                sig: _mm512_loadu_si512(sig.as_ptr() as *const _),
+                exp: _mm512_loadu_si512(exp.as_ptr() as *const _),
+            };
+            ok[p] = (0..8).fold(0u8, |m, l| m | (r.ok[h + l] as u8) << l);
+        }
+        let basev = _mm512_set1_epi64(base as i64);
+        for blk in 0..nb {
+            let mut sums = [acc[0]; P];
+            let mut flags = [0u8; P];
+            for p in 0..P {
+                let r = &rows[row(p)];
+                let at = blk * 16 + 8 * (p % 2);
+                let v = _mm512_loadu_si512(r.dots.as_ptr().add(at) as *const _);
+                let sbv = _mm512_loadu_si512(sb.as_ptr().add(at) as *const _);
+                let sa = _mm512_set1_epi64(*r.sa.get_unchecked(blk) as i64);
+                let lsb = _mm512_add_epi64(_mm512_add_epi64(basev, sa), sbv);
+                (sums[p], flags[p]) = block_term::<EXACT>(v, lsb);
+            }
+            for p in 0..P {
+                let (x, v2) = add(acc[p], sums[p]);
+                acc[p] = x;
+                ok[p] &= flags[p] & v2;
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            if p / 2 >= n {
+                continue;
+            }
+            let mut sig = [0i64; 8];
+            let mut exp = [0i64; 8];
+            _mm512_storeu_si512(sig.as_mut_ptr() as *mut _, a.sig);
+            _mm512_storeu_si512(exp.as_mut_ptr() as *mut _, a.exp);
+            let r = &mut rows[p / 2];
+            let h = 8 * (p % 2);
+            for l in 0..8 {
+                r.acc[h + l] = Acc32 {
+                    neg: sig[l] < 0,
+                    sig: sig[l].unsigned_abs(),
+                    exp: exp[l] as i32,
+                };
+                r.ok[h + l] = ok[p] >> l & 1 == 1;
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512cd")]
@@ -369,6 +500,79 @@ mod v512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sixteen-lane accumulation equals the scalar steps lane by lane (results and
+    /// declines), exact and rounded, one row or two.
+    #[test]
+    fn sixteen_lanes_equal_scalar() {
+        if !has_avx512() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let nb = 30;
+        for round in 0..100usize {
+            let n = 1 + round % 2;
+            let exact = round.is_multiple_of(3);
+            let lim: i64 = if exact { 1 << 24 } else { 1 << 61 };
+            let dots: Vec<Vec<i64>> = (0..n)
+                .map(|_| {
+                    (0..nb * 16)
+                        .map(|_| match rng.gen_range(0..5) {
+                            0 => 0,
+                            _ => rng.gen_range(-lim + 1..lim) >> rng.gen_range(0..40),
+                        })
+                        .collect()
+                })
+                .collect();
+            let spread = if round.is_multiple_of(4) { 150 } else { 8 };
+            let sa: Vec<Vec<i32>> = (0..n)
+                .map(|_| (0..nb).map(|_| rng.gen_range(-spread..spread)).collect())
+                .collect();
+            let sb: Vec<i64> = (0..nb * 16)
+                .map(|_| rng.gen_range(-spread..spread) as i64)
+                .collect();
+            let init = |l: usize| {
+                if l.is_multiple_of(5) {
+                    ACC32_ZERO
+                } else {
+                    Acc32 {
+                        neg: l.is_multiple_of(3),
+                        sig: (1 << 23) | l as u64,
+                        exp: -30 + l as i32,
+                    }
+                }
+            };
+            let mut rows: Vec<Row16> = (0..n)
+                .map(|r| Row16 {
+                    dots: &dots[r],
+                    sa: &sa[r],
+                    acc: std::array::from_fn(init),
+                    ok: std::array::from_fn(|l| l != 7),
+                })
+                .collect();
+            accumulate16(exact, &mut rows, &sb, -20, nb);
+            for (r, row) in rows.iter().enumerate() {
+                for l in 0..16 {
+                    let (mut acc, mut ok) = (init(l), l != 7);
+                    for blk in 0..nb {
+                        let v = dots[r][blk * 16 + l];
+                        if v == 0 {
+                            continue;
+                        }
+                        let lsb = -20 + sa[r][blk] + sb[blk * 16 + l] as i32;
+                        let (s, v1) = rne32(v < 0, v.unsigned_abs(), lsb);
+                        let (x, v2) = add32(acc, s);
+                        acc = x;
+                        ok &= v1 & v2;
+                    }
+                    assert_eq!(row.ok[l], ok, "round {round} row {r} lane {l}");
+                    if ok {
+                        assert_eq!(row.acc[l], acc, "round {round} row {r} lane {l}");
+                    }
+                }
+            }
+        }
+    }
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -24,10 +24,14 @@ use crate::error::Result;
 use crate::mx::MxTensor;
 
 use super::acc32::{accumulate, has_avx512, Acc32, Chain, ACC32_ZERO};
+#[cfg(target_arch = "x86_64")]
+use super::acc32::{accumulate16, Row16};
 use super::blockdot::{block_dots_i16, block_dots_i32, Isa, JB};
 use super::fast_bounded::{c_of, emit, idot64};
 #[cfg(target_arch = "x86_64")]
 use super::lanedot::{self, Parts, LT, RA};
+#[cfg(target_arch = "x86_64")]
+use super::v8::V8;
 use rayon::prelude::*;
 
 /// Which exact-block shape a plan has.
@@ -290,6 +294,105 @@ impl Combine<'_> {
         }
     }
 
+    /// The outputs of rows `i0..i0 + cvs.len()` and the [`LT`] columns `j0..j0 + LT` from
+    /// block dots laid out by lanes (`lanes[(ii * nb + blk) * LT + q]`, B's scale lsbs
+    /// `sb[blk * LT + q]`) into `res`, for the two common cases with unit scale
+    /// significands: the FP32 RNE block-by-block accumulation ([`accumulate16`]) and the
+    /// whole exact sum in i64; `false` (nothing written) for anything else. Outputs those
+    /// decline go through [`Combine::one`].
+    #[cfg(target_arch = "x86_64")]
+    fn tile16(
+        &self,
+        i0: usize,
+        j0: usize,
+        cvs: &[[Fp; LT]],
+        lanes: &[i64],
+        sb: &[i64],
+        res: &mut [[Option<Fp>; LT]],
+    ) -> bool {
+        let nb = self.nb;
+        let base = self.fa.lsb + self.fb.lsb;
+        let cfg = &self.plan.cfg;
+        let dots = |ii: usize| &lanes[ii * nb * LT..(ii + 1) * nb * LT];
+        let fallback = |ii: usize, q: usize| {
+            let d = dots(ii);
+            self.one(i0 + ii, j0 + q, cvs[ii][q], |blk| d[blk * LT + q] as i128)
+        };
+        if !self.unit_sig || !self.avx512 {
+            return false;
+        }
+        match self.sh {
+            Shape::BlockAfter if self.f32_rne => {
+                let mut rows: Vec<Row16> = cvs
+                    .iter()
+                    .enumerate()
+                    .map(|(ii, cv)| {
+                        let mut ok = [true; LT];
+                        let acc = std::array::from_fn(|q| match cv[q] {
+                            Fp::Zero { neg: false } => ACC32_ZERO,
+                            Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => {
+                                Acc32 { neg, sig, exp }
+                            }
+                            _ => {
+                                ok[q] = false;
+                                ACC32_ZERO
+                            }
+                        });
+                        let i = i0 + ii;
+                        Row16 {
+                            dots: dots(ii),
+                            sa: &self.sla[i * nb..(i + 1) * nb],
+                            acc,
+                            ok,
+                        }
+                    })
+                    .collect();
+                accumulate16(self.width <= 24, &mut rows, sb, base, nb);
+                for (ii, row) in rows.iter().enumerate() {
+                    for (q, out) in res[ii].iter_mut().enumerate() {
+                        *out = if row.ok[q] {
+                            let Acc32 { neg, sig, exp } = row.acc[q];
+                            let r = if sig == 0 {
+                                Fp::Zero { neg: false }
+                            } else {
+                                Fp::Finite { neg, sig, exp }
+                            };
+                            Some(round_fp(r, cfg.output, cfg.output_rounding, false))
+                        } else {
+                            fallback(ii, q)
+                        };
+                    }
+                }
+                true
+            }
+            Shape::WholeExact => {
+                let lg_nb = usize::BITS - nb.leading_zeros();
+                for (ii, cv) in cvs.iter().enumerate() {
+                    let i = i0 + ii;
+                    let (alo, ahi, _) = self.ra[i];
+                    let mut e0 = [0i64; LT];
+                    let mut fits = [false; LT];
+                    for q in 0..LT {
+                        let (blo, bhi, _) = self.rb[j0 + q];
+                        fits[q] = (ahi - alo + bhi - blo) as u32 + self.width + lg_nb < 62;
+                        e0[q] = (alo + blo) as i64;
+                    }
+                    let sa = &self.sla[i * nb..(i + 1) * nb];
+                    // SAFETY: self.avx512 holds (AVX-512 F).
+                    let acc = unsafe { shifted_sums(dots(ii), sa, sb, &e0, nb) };
+                    for q in 0..LT {
+                        let r = fits[q]
+                            .then(|| self.round_whole(acc[q] as i128, base + e0[q] as i32, cv[q]))
+                            .flatten();
+                        res[ii][q] = r.or_else(|| fallback(ii, q));
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The outputs `(i, j0 + jj)` for `jj < jn` from the block dot products `dots[blk * JB +
     /// jj]`: the common cases (unit scale significands, as with E8M0) run the [`JB`] outputs'
     /// block loops interleaved; anything else, or an output those decline, goes through
@@ -519,6 +622,30 @@ fn drive_tiled<T: Copy + Sync>(
     Ok(out)
 }
 
+/// `sum over blk of dots[blk * LT + q] << (sa[blk] + sb[blk * LT + q] - e0[q])` for the
+/// [`LT`] lanes, in i64 (the caller uses only lanes whose terms fit; shifts are taken mod 64).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn shifted_sums(
+    dots: &[i64],
+    sa: &[i32],
+    sb: &[i64],
+    e0: &[i64; LT],
+    nb: usize,
+) -> [i64; LT] {
+    let mut acc = [V8::splat(0); 2];
+    let e = [V8::from_i64(&e0[..8]), V8::from_i64(&e0[8..])];
+    for (blk, &sa) in sa.iter().enumerate().take(nb) {
+        let s = V8::splat(sa as i64);
+        for h in 0..2 {
+            let at = blk * LT + 8 * h;
+            let sh = s + V8::from_i64(&sb[at..]) - e[h];
+            acc[h] = acc[h] + V8::from_i64(&dots[at..]).shl(sh);
+        }
+    }
+    std::array::from_fn(|q| acc[q / 8].0[q % 8])
+}
+
 /// [`drive_tiled`] with the AVX-512 VNNI kernel ([`lanedot`]): the block dots of [`RA`] rows
 /// of A (in tiles of [`TILE_ROWS`]) against [`LT`] interleaved rows of B per call (elements split into 16-bit halves when
 /// `split`), then each group of [`JB`] outputs' combination.
@@ -547,6 +674,14 @@ fn drive_vnni(
     let ((ah, al), (bh, bl)) = rayon::join(|| halves(&comb.fa.vals), || halves(&comb.fb.vals));
     let th = lanedot::interleave_pairs(&bh, n, k);
     let tl = lanedot::interleave_pairs(&bl, if split { n } else { 0 }, k);
+    // B's scale lsbs per tile, block and lane (zero past the last row)
+    let tiles = n.div_ceil(LT);
+    let mut sbt = vec![0i64; tiles * nb * LT];
+    for j in 0..n {
+        for blk in 0..nb {
+            sbt[((j / LT) * nb + blk) * LT + j % LT] = comb.slb[j * nb + blk] as i64;
+        }
+    }
     out.par_chunks_mut(n * TILE_ROWS)
         .enumerate()
         .try_for_each(|(ti, rows)| -> Result<()> {
@@ -570,7 +705,10 @@ fn drive_vnni(
             let mut cvs = vec![[Fp::ZERO; JB]; ni];
             let mut craws = vec![[Fp::ZERO; JB]; ni];
             let mut res = vec![[None; JB]; ni];
-            for tile in 0..n.div_ceil(LT) {
+            let mut cvs16 = vec![[Fp::ZERO; LT]; ni];
+            let mut craws16 = vec![[Fp::ZERO; LT]; ni];
+            let mut res16 = vec![[None; LT]; ni];
+            for tile in 0..tiles {
                 let tr = tile * k * LT..(tile + 1) * k * LT;
                 let bt = Parts {
                     hi: &th[tr.clone()],
@@ -580,6 +718,27 @@ fn drive_vnni(
                     let o = &mut lanes[g * RA * nb * LT..(g + 1) * RA * nb * LT];
                     // SAFETY: only reached where lanedot::available() holds.
                     unsafe { lanedot::block_dots(*parts, bt, k, bs, o) };
+                }
+                let j0 = tile * LT;
+                if j0 + LT <= n {
+                    for ii in 0..ni {
+                        for q in 0..LT {
+                            let idx = (i0 + ii) * n + j0 + q;
+                            (craws16[ii][q], cvs16[ii][q]) = c_of(alpha, c, idx);
+                        }
+                    }
+                    let sb = &sbt[tile * nb * LT..(tile + 1) * nb * LT];
+                    if comb.tile16(i0, j0, &cvs16, &lanes[..ni * nb * LT], sb, &mut res16) {
+                        for ii in 0..ni {
+                            for q in 0..LT {
+                                let (i, j) = (i0 + ii, j0 + q);
+                                let (craw, cv) = (craws16[ii][q], cvs16[ii][q]);
+                                rows[ii * n + j] =
+                                    emit(plan, alpha, a, b, i, j, craw, cv, res16[ii][q])?;
+                            }
+                        }
+                        continue;
+                    }
                 }
                 for g in 0..LT / JB {
                     let j0 = tile * LT + g * JB;
