@@ -190,7 +190,31 @@ struct Combine<'a> {
     slb: Vec<i32>,
 }
 
+/// An FP32 starting value as an [`Acc32`] (`+0` or normal), `None` for anything else.
+fn acc32_start(cv: Fp) -> Option<Acc32> {
+    match cv {
+        Fp::Zero { neg: false } => Some(ACC32_ZERO),
+        Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => Some(Acc32 { neg, sig, exp }),
+        _ => None,
+    }
+}
+
 impl Combine<'_> {
+    /// A finished FP32 accumulator rounded to the output format.
+    fn acc32_output(&self, a: Acc32) -> Fp {
+        let cfg = &self.plan.cfg;
+        let r = if a.sig == 0 {
+            Fp::Zero { neg: false }
+        } else {
+            Fp::Finite {
+                neg: a.neg,
+                sig: a.sig,
+                exp: a.exp,
+            }
+        };
+        round_fp(r, cfg.output, cfg.output_rounding, false)
+    }
+
     /// One output from its block dot products `dot(blk)`: `Some` result in the output format,
     /// or `None` (recompute by the general path).
     #[inline]
@@ -248,15 +272,9 @@ impl Combine<'_> {
                 .iter()
                 .enumerate()
                 .map(|(ii, cv)| {
-                    let mut ok = [true; JB];
-                    let acc = std::array::from_fn(|jj| match cv[jj] {
-                        Fp::Zero { neg: false } => ACC32_ZERO,
-                        Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => Acc32 { neg, sig, exp },
-                        _ => {
-                            ok[jj] = false;
-                            ACC32_ZERO
-                        }
-                    });
+                    let start = cv.map(acc32_start);
+                    let ok = start.map(|s| s.is_some());
+                    let acc = start.map(|s| s.unwrap_or(ACC32_ZERO));
                     let i = i0 + ii;
                     Chain {
                         dots: &dots[ii * nb * JB..(ii + 1) * nb * JB],
@@ -268,17 +286,10 @@ impl Combine<'_> {
                 .collect();
             let base = self.fa.lsb + self.fb.lsb;
             accumulate(self.avx512, self.width <= 24, &mut chains, sbq, base, nb);
-            let cfg = &self.plan.cfg;
             for (ii, ch) in chains.iter().enumerate() {
                 for jj in 0..JB {
                     res[ii][jj] = if ch.ok[jj] {
-                        let Acc32 { neg, sig, exp } = ch.acc[jj];
-                        let r = if sig == 0 {
-                            Fp::Zero { neg: false }
-                        } else {
-                            Fp::Finite { neg, sig, exp }
-                        };
-                        Some(round_fp(r, cfg.output, cfg.output_rounding, false))
+                        Some(self.acc32_output(ch.acc[jj]))
                     } else {
                         let d = &ch.dots;
                         self.one(i0 + ii, j0 + jj, cvs[ii][jj], |blk| {
@@ -312,7 +323,6 @@ impl Combine<'_> {
     ) -> bool {
         let nb = self.nb;
         let base = self.fa.lsb + self.fb.lsb;
-        let cfg = &self.plan.cfg;
         let dots = |ii: usize| &lanes[ii * nb * LT..(ii + 1) * nb * LT];
         let fallback = |ii: usize, q: usize| {
             let d = dots(ii);
@@ -327,17 +337,9 @@ impl Combine<'_> {
                     .iter()
                     .enumerate()
                     .map(|(ii, cv)| {
-                        let mut ok = [true; LT];
-                        let acc = std::array::from_fn(|q| match cv[q] {
-                            Fp::Zero { neg: false } => ACC32_ZERO,
-                            Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => {
-                                Acc32 { neg, sig, exp }
-                            }
-                            _ => {
-                                ok[q] = false;
-                                ACC32_ZERO
-                            }
-                        });
+                        let start = cv.map(acc32_start);
+                        let ok = start.map(|s| s.is_some());
+                        let acc = start.map(|s| s.unwrap_or(ACC32_ZERO));
                         let i = i0 + ii;
                         Row16 {
                             dots: dots(ii),
@@ -351,13 +353,7 @@ impl Combine<'_> {
                 for (ii, row) in rows.iter().enumerate() {
                     for (q, out) in res[ii].iter_mut().enumerate() {
                         *out = if row.ok[q] {
-                            let Acc32 { neg, sig, exp } = row.acc[q];
-                            let r = if sig == 0 {
-                                Fp::Zero { neg: false }
-                            } else {
-                                Fp::Finite { neg, sig, exp }
-                            };
-                            Some(round_fp(r, cfg.output, cfg.output_rounding, false))
+                            Some(self.acc32_output(row.acc[q]))
                         } else {
                             fallback(ii, q)
                         };
