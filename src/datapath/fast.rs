@@ -190,13 +190,18 @@ struct Combine<'a> {
     slb: Vec<i32>,
 }
 
-/// An FP32 starting value as an [`Acc32`] (`+0` or normal), `None` for anything else.
-fn acc32_start(cv: Fp) -> Option<Acc32> {
-    match cv {
+/// FP32 starting values as [`Acc32`] accumulators and whether each is handled there (`+0` or
+/// normal; anything else starts from zero, marked not handled).
+fn acc32_starts<const N: usize>(cv: &[Fp; N]) -> ([Acc32; N], [bool; N]) {
+    let start = cv.map(|c| match c {
         Fp::Zero { neg: false } => Some(ACC32_ZERO),
         Fp::Finite { neg, sig, exp } if sig >> 23 == 1 => Some(Acc32 { neg, sig, exp }),
         _ => None,
-    }
+    });
+    (
+        start.map(|s| s.unwrap_or(ACC32_ZERO)),
+        start.map(|s| s.is_some()),
+    )
 }
 
 impl Combine<'_> {
@@ -272,9 +277,7 @@ impl Combine<'_> {
                 .iter()
                 .enumerate()
                 .map(|(ii, cv)| {
-                    let start = cv.map(acc32_start);
-                    let ok = start.map(|s| s.is_some());
-                    let acc = start.map(|s| s.unwrap_or(ACC32_ZERO));
+                    let (acc, ok) = acc32_starts(cv);
                     let i = i0 + ii;
                     Chain {
                         dots: &dots[ii * nb * JB..(ii + 1) * nb * JB],
@@ -337,9 +340,7 @@ impl Combine<'_> {
                     .iter()
                     .enumerate()
                     .map(|(ii, cv)| {
-                        let start = cv.map(acc32_start);
-                        let ok = start.map(|s| s.is_some());
-                        let acc = start.map(|s| s.unwrap_or(ACC32_ZERO));
+                        let (acc, ok) = acc32_starts(cv);
                         let i = i0 + ii;
                         Row16 {
                             dots: dots(ii),
