@@ -36,6 +36,17 @@ enum Style {
     Special,
 }
 
+impl Style {
+    /// Every style.
+    const ALL: [Style; 5] = [
+        Style::Plain,
+        Style::Extreme,
+        Style::Spread,
+        Style::Special,
+        Style::Wide,
+    ];
+}
+
 fn random_tensor(
     rng: &mut ChaCha8Rng,
     scheme: Scheme,
@@ -170,13 +181,7 @@ fn check(cfg: &DatapathConfig, a: &MxTensor, b: &MxTensor, c: Option<&[f32]>, wh
 #[test]
 fn fast_equals_reference_every_preset_every_scheme_pair() {
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
-    let styles = [
-        Style::Plain,
-        Style::Extreme,
-        Style::Spread,
-        Style::Special,
-        Style::Wide,
-    ];
+    let styles = Style::ALL;
     let ks = [1usize, 17, 32, 64, 96, 150, 256];
     let mut round = 0usize;
     for name in preset_names() {
@@ -209,13 +214,7 @@ fn fast_equals_reference_every_preset_every_scheme_pair() {
 #[test]
 fn fast_equals_reference_wide_tiles_exact_block_presets() {
     let mut rng = ChaCha8Rng::seed_from_u64(31);
-    let styles = [
-        Style::Plain,
-        Style::Extreme,
-        Style::Spread,
-        Style::Special,
-        Style::Wide,
-    ];
+    let styles = Style::ALL;
     let mut round = 0usize;
     for name in ["exact", "ocp-fp32"] {
         let cfg = DatapathConfig::preset(name).unwrap();
