@@ -29,6 +29,8 @@ use super::acc32::{accumulate16, Row16};
 use super::blockdot::{block_dots_i16, block_dots_i32, Isa, JB};
 use super::fast_bounded::{c_of, emit, idot64};
 #[cfg(target_arch = "x86_64")]
+use super::frame32::{accumulate_frames, to_acc32, FrameRow};
+#[cfg(target_arch = "x86_64")]
 use super::lanedot::{self, Parts, LT, RA};
 #[cfg(target_arch = "x86_64")]
 use super::v8::V8;
@@ -190,6 +192,15 @@ struct Combine<'a> {
     slb: Vec<i32>,
 }
 
+/// The fixed-point frames of sixteen outputs: lsb exponent, shift of the row's lowest block
+/// term above it, and the starting value in frame units.
+#[cfg(target_arch = "x86_64")]
+struct Frames {
+    lsb: [i32; LT],
+    d: [i64; LT],
+    start: [i64; LT],
+}
+
 /// FP32 starting values as [`Acc32`] accumulators and whether each is handled there (`+0` or
 /// normal; anything else starts from zero, marked not handled).
 fn acc32_starts<const N: usize>(cv: &[Fp; N]) -> ([Acc32; N], [bool; N]) {
@@ -336,27 +347,58 @@ impl Combine<'_> {
         }
         match self.sh {
             Shape::BlockAfter if self.f32_rne => {
-                let mut rows: Vec<Row16> = cvs
-                    .iter()
-                    .enumerate()
-                    .map(|(ii, cv)| {
-                        let (acc, ok) = acc32_starts(cv);
-                        let i = i0 + ii;
-                        Row16 {
-                            dots: dots(ii),
-                            sa: &self.sla[i * nb..(i + 1) * nb],
-                            acc,
-                            ok,
+                let exact = self.width <= 24;
+                let blo: [i64; LT] = std::array::from_fn(|q| self.rb[j0 + q].0 as i64);
+                // B's scale lsbs relative to each lane's lowest
+                let sbf: Vec<i64> = (0..nb * LT).map(|x| sb[x] - blo[x % LT]).collect();
+                let mut sas = Vec::new();
+                let mut frames = Vec::new();
+                let mut general = Vec::new();
+                let mut rows16: Vec<Row16> = Vec::new();
+                for (ii, cv) in cvs.iter().enumerate() {
+                    let (acc, ok) = acc32_starts(cv);
+                    let i = i0 + ii;
+                    match self.frame(i, j0, &acc, &ok) {
+                        Some(f) => {
+                            let sa = &self.sla[i * nb..(i + 1) * nb];
+                            let alo = self.ra[i].0;
+                            sas.push(sa.iter().map(|&x| (x - alo) as i64).collect::<Vec<_>>());
+                            frames.push((ii, f));
                         }
+                        None => {
+                            general.push(ii);
+                            rows16.push(Row16 {
+                                dots: dots(ii),
+                                sa: &self.sla[i * nb..(i + 1) * nb],
+                                acc,
+                                ok,
+                            });
+                        }
+                    }
+                }
+                let mut rows: Vec<FrameRow> = frames
+                    .iter()
+                    .zip(&sas)
+                    .map(|((ii, f), sa)| FrameRow {
+                        dots: dots(*ii),
+                        sa,
+                        d: f.d,
+                        acc: f.start,
                     })
                     .collect();
-                accumulate16(self.width <= 24, &mut rows, sb, base, nb);
-                for (ii, row) in rows.iter().enumerate() {
-                    for (q, out) in res[ii].iter_mut().enumerate() {
+                accumulate_frames(exact, &mut rows, &sbf, nb);
+                for ((ii, f), row) in frames.iter().zip(&rows) {
+                    for (q, out) in res[*ii].iter_mut().enumerate() {
+                        *out = Some(self.acc32_output(to_acc32(row.acc[q], f.lsb[q])));
+                    }
+                }
+                accumulate16(exact, &mut rows16, sb, base, nb);
+                for (ii, row) in general.iter().zip(&rows16) {
+                    for (q, out) in res[*ii].iter_mut().enumerate() {
                         *out = if row.ok[q] {
                             Some(self.acc32_output(row.acc[q]))
                         } else {
-                            fallback(ii, q)
+                            fallback(*ii, q)
                         };
                     }
                 }
@@ -388,6 +430,37 @@ impl Combine<'_> {
             }
             _ => false,
         }
+    }
+
+    /// The fixed-point frames ([`super::frame32`]) of the outputs `(i, j0 + q)` for `q <
+    /// LT`, started from the FP32 values `acc` (handled where `ok`), or `None` when one of
+    /// them does not fit: its lowest block term or its start below `2^-126`, or its terms
+    /// and sums beyond 62 bits above the frame's lsb.
+    #[cfg(target_arch = "x86_64")]
+    fn frame(&self, i: usize, j0: usize, acc: &[Acc32; LT], ok: &[bool; LT]) -> Option<Frames> {
+        let base = self.fa.lsb + self.fb.lsb;
+        let lg_nb = (usize::BITS - self.nb.leading_zeros()) as i32;
+        let (alo, ahi, _) = self.ra[i];
+        let mut f = Frames {
+            lsb: [0; LT],
+            d: [0; LT],
+            start: [0; LT],
+        };
+        for q in 0..LT {
+            let (blo, bhi, _) = self.rb[j0 + q];
+            let low = base + alo + blo;
+            let c = acc[q];
+            let l = if c.sig == 0 { low } else { low.min(c.exp) };
+            let top = self.width as i32 + (ahi - alo) + (bhi - blo) + (low - l) + lg_nb + 2;
+            if !ok[q] || top > 62 || c.sig != 0 && c.exp - l > 37 || !(-126..=64).contains(&l) {
+                return None;
+            }
+            let m = (c.sig as i64) << (if c.sig == 0 { 0 } else { c.exp - l });
+            f.lsb[q] = l;
+            f.d[q] = (low - l) as i64;
+            f.start[q] = if c.neg { -m } else { m };
+        }
+        Some(f)
     }
 
     /// The outputs `(i, j0 + jj)` for `jj < jn` from the block dot products `dots[blk * JB +
@@ -554,6 +627,8 @@ impl Combine<'_> {
 
 /// Rows of A per parallel task of the tiled driver (a group of B rows is reused across them).
 const TILE_ROWS: usize = 8;
+/// Blocks per K chunk of the VNNI driver.
+const KC_BLOCKS: usize = 16;
 
 /// Tiled driver for 16/32-bit lanes: for each tile of A rows and each group of [`JB`] B rows,
 /// the block dot products of one A row against the group in one pass, then each output's
@@ -711,10 +786,14 @@ fn drive_vnni(
                     hi: &th[tr.clone()],
                     lo: if split { &tl[tr] } else { &[] },
                 };
-                for (g, parts) in groups.iter().enumerate() {
-                    let o = &mut lanes[g * RA * nb * LT..(g + 1) * RA * nb * LT];
-                    // SAFETY: only reached where lanedot::available() holds.
-                    unsafe { lanedot::block_dots(*parts, bt, k, bs, o) };
+                // K in chunks whose part of the B tile stays in L1 across the row groups
+                for c0 in (0..nb).step_by(KC_BLOCKS) {
+                    let chunk = c0..nb.min(c0 + KC_BLOCKS);
+                    for (g, parts) in groups.iter().enumerate() {
+                        let o = &mut lanes[g * RA * nb * LT..(g + 1) * RA * nb * LT];
+                        // SAFETY: only reached where lanedot::available() holds.
+                        unsafe { lanedot::block_dots(*parts, bt, k, bs, chunk.clone(), o) };
+                    }
                 }
                 let j0 = tile * LT;
                 if j0 + LT <= n {

@@ -62,18 +62,27 @@ pub(crate) struct Parts<'a> {
 }
 
 /// Block dots of rows `a[r]` (each `k` elements, `k` a multiple of the even block size `bs`)
-/// against one interleaved tile `b` of [`LT`] rows: `out[(r * nb + blk) * LT + q]`.
+/// against one interleaved tile `b` of [`LT`] rows, for the blocks in `blocks`:
+/// `out[(r * nb + blk) * LT + q]` with `nb = k / bs`.
 ///
 /// # Safety
 /// Only call where [`available`] is true.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // r indexes several register arrays in step
-pub(crate) unsafe fn block_dots(a: [Parts; RA], b: Parts, k: usize, bs: usize, out: &mut [i64]) {
+pub(crate) unsafe fn block_dots(
+    a: [Parts; RA],
+    b: Parts,
+    k: usize,
+    bs: usize,
+    blocks: std::ops::Range<usize>,
+    out: &mut [i64],
+) {
     use std::arch::x86_64::*;
     let nb = k / bs;
     let split = !b.lo.is_empty();
     assert!(bs.is_multiple_of(2) && k.is_multiple_of(bs) && out.len() >= RA * nb * LT);
+    assert!(blocks.end <= nb);
     assert!(b.hi.len() >= k * LT && (!split || b.lo.len() >= k * LT));
     for p in a.iter() {
         assert!(p.hi.len() >= k && (!split || p.lo.len() >= k));
@@ -93,18 +102,34 @@ pub(crate) unsafe fn block_dots(a: [Parts; RA], b: Parts, k: usize, bs: usize, o
         _mm512_storeu_si512(out.as_mut_ptr().add(at + 8) as *mut _, v[1]);
     };
     let zero = _mm512_setzero_si512();
-    for blk in 0..nb {
+    for blk in blocks {
         let (p0, p1) = (blk * bs / 2, (blk + 1) * bs / 2);
         if !split {
-            let mut acc = [zero; RA];
-            for p in p0..p1 {
+            // two chains per row (even and odd pairs): the dependent `vpdpwssd` latency
+            // is hidden behind 2 * RA independent accumulations
+            let mut acc = [[zero; RA]; 2];
+            let mut p = p0;
+            while p + 1 < p1 {
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let bv = _mm512_loadu_si512(b.hi.as_ptr().add((p + h) * 2 * LT) as *const _);
+                    for r in 0..RA {
+                        acc[r] = _mm512_dpwssd_epi32(acc[r], bv, pair(a[r].hi, 2 * (p + h)));
+                    }
+                }
+                p += 2;
+            }
+            if p < p1 {
                 let bv = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
                 for r in 0..RA {
-                    acc[r] = _mm512_dpwssd_epi32(acc[r], bv, pair(a[r].hi, 2 * p));
+                    acc[0][r] = _mm512_dpwssd_epi32(acc[0][r], bv, pair(a[r].hi, 2 * p));
                 }
             }
             for r in 0..RA {
-                store(out, (r * nb + blk) * LT, widen(acc[r]));
+                store(
+                    out,
+                    (r * nb + blk) * LT,
+                    widen(_mm512_add_epi32(acc[0][r], acc[1][r])),
+                );
             }
         } else {
             let mut hh = [zero; RA];
@@ -202,7 +227,7 @@ mod tests {
                     hi: &th[tr.clone()],
                     lo: if split_it { &tl[tr] } else { &[] },
                 };
-                unsafe { block_dots(parts, b, k, bs, &mut out) };
+                unsafe { block_dots(parts, b, k, bs, 0..nb, &mut out) };
                 for r in 0..RA {
                     for blk in 0..nb {
                         for q in 0..LT {

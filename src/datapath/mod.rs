@@ -27,6 +27,7 @@ mod engine;
 mod fast;
 mod fast_bounded;
 pub mod float;
+mod frame32;
 mod lanedot;
 mod lanes;
 mod step;
