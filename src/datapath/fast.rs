@@ -31,7 +31,7 @@ use super::fast_bounded::{c_of, emit, idot64};
 #[cfg(target_arch = "x86_64")]
 use super::frame32::{accumulate_frames, to_acc32, FrameRow};
 #[cfg(target_arch = "x86_64")]
-use super::lanedot::{self, Parts, LT, RA};
+use super::lanedot::{self, Norm, Parts, LT, RA};
 #[cfg(target_arch = "x86_64")]
 use super::v8::V8;
 use rayon::prelude::*;
@@ -744,6 +744,13 @@ fn drive_vnni(
         }
     };
     let ((ah, al), (bh, bl)) = rayon::join(|| halves(&comb.fa.vals), || halves(&comb.fb.vals));
+    // split values: A also renormalised block by block (two `vpdpwssd` per pair where a
+    // group of rows fits 16 bits)
+    let (an, ash) = if split {
+        lanedot::normalise(&comb.fa.vals, m, k, bs)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let th = lanedot::interleave_pairs(&bh, n, k);
     let tl = lanedot::interleave_pairs(&bl, if split { n } else { 0 }, k);
     // B's scale lsbs per tile, block and lane (zero past the last row)
@@ -760,15 +767,26 @@ fn drive_vnni(
             let i0 = ti * TILE_ROWS;
             let ni = rows.len() / n;
             // RA rows per kernel call; rows past the end repeat the last one (results unused)
-            let groups: Vec<[Parts; RA]> = (0..ni.div_ceil(RA))
+            let row = |g: usize, r: usize| i0 + (g * RA + r).min(ni - 1);
+            let groups: Vec<([Parts; RA], Option<[Norm; RA]>)> = (0..ni.div_ceil(RA))
                 .map(|g| {
-                    std::array::from_fn(|r| {
-                        let i = i0 + (g * RA + r).min(ni - 1);
+                    let parts = std::array::from_fn(|r| {
+                        let i = row(g, r);
                         Parts {
                             hi: &ah[i * k..(i + 1) * k],
                             lo: if split { &al[i * k..(i + 1) * k] } else { &[] },
                         }
-                    })
+                    });
+                    let norms = split.then(|| {
+                        std::array::from_fn(|r| {
+                            let i = row(g, r);
+                            Norm {
+                                vals: &an[i * k..(i + 1) * k],
+                                shift: &ash[i * nb..(i + 1) * nb],
+                            }
+                        })
+                    });
+                    (parts, norms)
                 })
                 .collect();
             let mut lanes = vec![0i64; groups.len() * RA * nb * LT];
@@ -789,10 +807,11 @@ fn drive_vnni(
                 // K in chunks whose part of the B tile stays in L1 across the row groups
                 for c0 in (0..nb).step_by(KC_BLOCKS) {
                     let chunk = c0..nb.min(c0 + KC_BLOCKS);
-                    for (g, parts) in groups.iter().enumerate() {
+                    for (g, (parts, norms)) in groups.iter().enumerate() {
                         let o = &mut lanes[g * RA * nb * LT..(g + 1) * RA * nb * LT];
+                        let c = chunk.clone();
                         // SAFETY: only reached where lanedot::available() holds.
-                        unsafe { lanedot::block_dots(*parts, bt, k, bs, chunk.clone(), o) };
+                        unsafe { lanedot::block_dots(*parts, *norms, bt, k, bs, c, o) };
                     }
                 }
                 let j0 = tile * LT;

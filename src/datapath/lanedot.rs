@@ -61,9 +61,56 @@ pub(crate) struct Parts<'a> {
     pub lo: &'a [i16],
 }
 
+/// A row of A renormalised block by block ([`normalise`]): `vals[e] * 2^shift[blk]` is the
+/// row's element `e` of block `blk` where `shift[blk] >= 0`; `-1` marks a block whose values
+/// do not fit 16 bits that way.
+#[derive(Clone, Copy)]
+pub(crate) struct Norm<'a> {
+    pub vals: &'a [i16],
+    pub shift: &'a [i8],
+}
+
+/// Largest magnitude of a renormalised value: with B's 16-bit halves below `2^9`, a block
+/// of up to 128 products stays below `2^31`.
+const NORM_MAX: i64 = 32767;
+
+/// Each row's blocks of `bs` fixed-point values shifted right by their common trailing zero
+/// bits, as 16-bit values where they then fit ([`Norm`]); `rows` rows of `k` values.
+pub(crate) fn normalise(x: &[i64], rows: usize, k: usize, bs: usize) -> (Vec<i16>, Vec<i8>) {
+    use rayon::prelude::*;
+    let nb = k / bs;
+    let mut vals = vec![0i16; rows * k];
+    let mut shift = vec![0i8; rows * nb];
+    vals.par_chunks_mut(k)
+        .zip(shift.par_chunks_mut(nb))
+        .enumerate()
+        .for_each(|(r, (v, sh))| {
+            for blk in 0..nb {
+                let xs = &x[r * k + blk * bs..r * k + (blk + 1) * bs];
+                let tz = xs
+                    .iter()
+                    .map(|&e| e.trailing_zeros())
+                    .min()
+                    .unwrap_or(0)
+                    .min(62);
+                if xs.iter().all(|&e| (e >> tz).abs() <= NORM_MAX) {
+                    for (o, &e) in v[blk * bs..(blk + 1) * bs].iter_mut().zip(xs) {
+                        *o = (e >> tz) as i16;
+                    }
+                    sh[blk] = tz as i8;
+                } else {
+                    sh[blk] = -1;
+                }
+            }
+        });
+    (vals, shift)
+}
+
 /// Block dots of rows `a[r]` (each `k` elements, `k` a multiple of the even block size `bs`)
 /// against one interleaved tile `b` of [`LT`] rows, for the blocks in `blocks`:
-/// `out[(r * nb + blk) * LT + q]` with `nb = k / bs`.
+/// `out[(r * nb + blk) * LT + q]` with `nb = k / bs`. With split B values and the rows
+/// renormalised (`an`), a block where all [`RA`] rows fit 16 bits multiplies the whole
+/// renormalised A values by B's halves (two `vpdpwssd` per pair instead of four).
 ///
 /// # Safety
 /// Only call where [`available`] is true.
@@ -72,6 +119,7 @@ pub(crate) struct Parts<'a> {
 #[allow(clippy::needless_range_loop)] // r indexes several register arrays in step
 pub(crate) unsafe fn block_dots(
     a: [Parts; RA],
+    an: Option<[Norm; RA]>,
     b: Parts,
     k: usize,
     bs: usize,
@@ -86,6 +134,12 @@ pub(crate) unsafe fn block_dots(
     assert!(b.hi.len() >= k * LT && (!split || b.lo.len() >= k * LT));
     for p in a.iter() {
         assert!(p.hi.len() >= k && (!split || p.lo.len() >= k));
+    }
+    if let Some(an) = &an {
+        assert!(split && bs <= 128);
+        for n in an {
+            assert!(n.vals.len() >= k && n.shift.len() >= nb);
+        }
     }
     // a pair of A elements as one broadcast 32-bit value
     let pair = |x: &[i16], e: usize| -> __m512i {
@@ -130,6 +184,27 @@ pub(crate) unsafe fn block_dots(
                     (r * nb + blk) * LT,
                     widen(_mm512_add_epi32(acc[0][r], acc[1][r])),
                 );
+            }
+        } else if let Some(an) = an.filter(|an| an.iter().all(|n| n.shift[blk] >= 0)) {
+            let mut h = [zero; RA];
+            let mut l = [zero; RA];
+            for p in p0..p1 {
+                let bh = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
+                let bl = _mm512_loadu_si512(b.lo.as_ptr().add(p * 2 * LT) as *const _);
+                for r in 0..RA {
+                    let av = pair(an[r].vals, 2 * p);
+                    h[r] = _mm512_dpwssd_epi32(h[r], bh, av);
+                    l[r] = _mm512_dpwssd_epi32(l[r], bl, av);
+                }
+            }
+            for r in 0..RA {
+                let (hw, lw) = (widen(h[r]), widen(l[r]));
+                let count = _mm_cvtsi32_si128(an[r].shift[blk] as i32);
+                let v = [0, 1].map(|i| {
+                    let t = _mm512_add_epi64(_mm512_slli_epi64::<SPLIT>(hw[i]), lw[i]);
+                    _mm512_sll_epi64(t, count)
+                });
+                store(out, (r * nb + blk) * LT, v);
             }
         } else {
             let mut hh = [zero; RA];
@@ -186,17 +261,38 @@ mod tests {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        for (lim, split_it) in [(1i64 << 10, false), (1 << 18, true)] {
+        for (lim, split_it, renorm) in [
+            (1i64 << 10, false, false),
+            (1 << 18, true, false),
+            (1 << 18, true, true),
+        ] {
             let (k, bs, rows) = (96usize, 32usize, 13usize);
+            let nb = k / bs;
             let mut val = |_| match rng.gen_range(0..8) {
                 0 => lim - 1,
                 1 => -(lim - 1),
                 2 => 0,
                 _ => rng.gen_range(-(lim - 1)..lim),
             };
-            let xa: Vec<i64> = (0..RA * k).map(&mut val).collect();
             let xb: Vec<i64> = (0..rows * k).map(&mut val).collect();
-            let nb = k / bs;
+            // A blocks of 16-bit values times 2^t (renormalisable), or of any values
+            let mut xa: Vec<i64> = (0..RA * k).map(&mut val).collect();
+            for blk in 0..RA * nb {
+                if renorm && rng.gen_range(0..4) > 0 {
+                    let t = rng.gen_range(0..=3);
+                    for e in &mut xa[blk * bs..(blk + 1) * bs] {
+                        *e = match rng.gen_range(0..6) {
+                            0 => NORM_MAX << t,
+                            1 => -NORM_MAX << t,
+                            _ => rng.gen_range(-NORM_MAX..=NORM_MAX) << t,
+                        };
+                    }
+                }
+            }
+            let (an, ash) = normalise(&xa, RA, k, bs);
+            if renorm {
+                assert!(ash.iter().any(|&s| s > 0) && ash.contains(&-1));
+            }
             let (ah, al, bh, bl) = if split_it {
                 let ((ah, al), (bh, bl)) = (split(&xa), split(&xb));
                 (ah, al, bh, bl)
@@ -227,7 +323,11 @@ mod tests {
                     hi: &th[tr.clone()],
                     lo: if split_it { &tl[tr] } else { &[] },
                 };
-                unsafe { block_dots(parts, b, k, bs, 0..nb, &mut out) };
+                let norms: [Norm; RA] = std::array::from_fn(|r| Norm {
+                    vals: &an[r * k..(r + 1) * k],
+                    shift: &ash[r * nb..(r + 1) * nb],
+                });
+                unsafe { block_dots(parts, renorm.then_some(norms), b, k, bs, 0..nb, &mut out) };
                 for r in 0..RA {
                     for blk in 0..nb {
                         for q in 0..LT {
