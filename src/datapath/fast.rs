@@ -627,8 +627,17 @@ impl Combine<'_> {
 
 /// Rows of A per parallel task of the tiled driver (a group of B rows is reused across them).
 const TILE_ROWS: usize = 8;
-/// Blocks per K chunk of the VNNI driver.
-const KC_BLOCKS: usize = 16;
+/// Rows of A per parallel task of the VNNI driver for `m` rows: up to 32 (a chunk of the B
+/// tile is reused from L1 by all of them), fewer where that would leave a thread idle.
+#[cfg(target_arch = "x86_64")]
+fn vnni_rows(m: usize) -> usize {
+    let per_thread = m.div_ceil(2 * rayon::current_num_threads());
+    per_thread.next_multiple_of(RA).clamp(RA, 32)
+}
+/// Blocks per K chunk of the VNNI driver: the chunk of the B tile (up to 16 KiB with split
+/// values) and of the rows of A stay in L1.
+#[cfg(target_arch = "x86_64")]
+const KC_BLOCKS: usize = 8;
 
 /// Tiled driver for 16/32-bit lanes: for each tile of A rows and each group of [`JB`] B rows,
 /// the block dot products of one A row against the group in one pass, then each output's
@@ -761,10 +770,11 @@ fn drive_vnni(
             sbt[((j / LT) * nb + blk) * LT + j % LT] = comb.slb[j * nb + blk] as i64;
         }
     }
-    out.par_chunks_mut(n * TILE_ROWS)
+    let (vr, kc) = (vnni_rows(m), KC_BLOCKS);
+    out.par_chunks_mut(n * vr)
         .enumerate()
         .try_for_each(|(ti, rows)| -> Result<()> {
-            let i0 = ti * TILE_ROWS;
+            let i0 = ti * vr;
             let ni = rows.len() / n;
             // RA rows per kernel call; rows past the end repeat the last one (results unused)
             let row = |g: usize, r: usize| i0 + (g * RA + r).min(ni - 1);
@@ -805,8 +815,8 @@ fn drive_vnni(
                     lo: if split { &tl[tr] } else { &[] },
                 };
                 // K in chunks whose part of the B tile stays in L1 across the row groups
-                for c0 in (0..nb).step_by(KC_BLOCKS) {
-                    let chunk = c0..nb.min(c0 + KC_BLOCKS);
+                for c0 in (0..nb).step_by(kc) {
+                    let chunk = c0..nb.min(c0 + kc);
                     for (g, (parts, norms)) in groups.iter().enumerate() {
                         let o = &mut lanes[g * RA * nb * LT..(g + 1) * RA * nb * LT];
                         let c = chunk.clone();

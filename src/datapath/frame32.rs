@@ -112,12 +112,12 @@ mod v512 {
         let round = _mm512_cmpgt_epi64_mask(p, _mm512_setzero_si512());
         // lanes with p <= 0 keep x (their shift counts are out of range, masked off)
         let pw = _mm512_sllv_epi64(one, p);
-        let bias = _mm512_add_epi64(
-            _mm512_sub_epi64(_mm512_srli_epi64::<1>(pw), one),
-            _mm512_and_si512(_mm512_srlv_epi64(x, p), one),
-        );
-        let y = _mm512_add_epi64(x, bias);
-        _mm512_mask_andnot_epi64(x, round, _mm512_sub_epi64(pw, one), y)
+        let low = _mm512_sub_epi64(pw, one);
+        let odd = _mm512_test_epi64_mask(x, pw);
+        // x + (2^(p-1) - 1) + (kept part odd), then the low p bits cleared
+        let y = _mm512_add_epi64(x, _mm512_srli_epi64::<1>(low));
+        let y = _mm512_mask_add_epi64(y, odd, y, one);
+        _mm512_mask_andnot_epi64(x, round, low, y)
     }
 
     /// [`super::accumulate_frames`] for one to four rows: eight vectors (two halves of each
