@@ -74,16 +74,34 @@ fn shape(plan: &Plan, a: &MxTensor, b: &MxTensor) -> Option<Shape> {
     }
 }
 
-/// An operand decoded to fixed-point integers at a common lsb exponent.
-struct Fixed {
-    vals: Vec<i64>,
+/// An operand decoded to fixed-point integers at a common lsb exponent: element `e` is
+/// `table[codes[e]] * 2^lsb`.
+struct Fixed<'a> {
+    codes: &'a [u8],
+    table: [i64; 256],
     lsb: i32,
     bits: u32,
     /// Scale parts per block: (sig, lsb).
     scales: Vec<(u32, i32)>,
 }
 
-fn fixed(t: &MxTensor, lut: &[El; 256], slut: &[Sc; 256]) -> Option<Fixed> {
+impl Fixed<'_> {
+    /// Element `e`'s fixed-point value.
+    #[inline]
+    fn val(&self, e: usize) -> i64 {
+        self.table[self.codes[e] as usize]
+    }
+
+    /// Every element's value through `f`.
+    fn vals<T: Send>(&self, f: impl Fn(i64) -> T + Sync + Send) -> Vec<T> {
+        self.codes
+            .par_iter()
+            .map(|&c| f(self.table[c as usize]))
+            .collect()
+    }
+}
+
+fn fixed<'a>(t: &'a MxTensor, lut: &[El; 256], slut: &[Sc; 256]) -> Option<Fixed<'a>> {
     let mut minlsb = i32::MAX;
     for e in lut.iter() {
         if let El::Fin { lsb, .. } = e {
@@ -115,7 +133,8 @@ fn fixed(t: &MxTensor, lut: &[El; 256], slut: &[Sc; 256]) -> Option<Fixed> {
         }
     }
     Some(Fixed {
-        vals: t.codes.iter().map(|&c| table[c as usize]).collect(),
+        codes: &t.codes,
+        table,
         lsb: minlsb,
         bits: 64 - maxmag.leading_zeros(),
         scales,
@@ -175,8 +194,8 @@ fn scale_range(f: &Fixed, rows: usize, nb: usize) -> Vec<(i32, i32, u32)> {
 struct Combine<'a> {
     plan: &'a Plan,
     sh: Shape,
-    fa: &'a Fixed,
-    fb: &'a Fixed,
+    fa: &'a Fixed<'a>,
+    fb: &'a Fixed<'a>,
     ra: Vec<(i32, i32, u32)>,
     rb: Vec<(i32, i32, u32)>,
     nb: usize,
@@ -745,23 +764,33 @@ fn drive_vnni(
     if n == 0 || m == 0 {
         return Ok(out);
     }
-    let halves = |x: &[i64]| {
-        if split {
-            lanedot::split(x)
-        } else {
-            (x.par_iter().map(|&v| v as i16).collect(), Vec::new())
-        }
+    let (fa, fb) = (comb.fa, comb.fb);
+    let (ah, al) = if split {
+        rayon::join(
+            || fa.vals(|v| lanedot::split(v).0),
+            || fa.vals(|v| lanedot::split(v).1),
+        )
+    } else {
+        (fa.vals(|v| v as i16), Vec::new())
     };
-    let ((ah, al), (bh, bl)) = rayon::join(|| halves(&comb.fa.vals), || halves(&comb.fb.vals));
     // split values: A also renormalised block by block (two `vpdpwssd` per pair where a
     // group of rows fits 16 bits)
     let (an, ash) = if split {
-        lanedot::normalise(&comb.fa.vals, m, k, bs)
+        lanedot::normalise(m, k, bs, |e| fa.val(e))
     } else {
         (Vec::new(), Vec::new())
     };
-    let th = lanedot::interleave_pairs(&bh, n, k);
-    let tl = lanedot::interleave_pairs(&bl, if split { n } else { 0 }, k);
+    let (th, tl) = if split {
+        rayon::join(
+            || lanedot::interleave_pairs(n, k, |e| lanedot::split(fb.val(e)).0),
+            || lanedot::interleave_pairs(n, k, |e| lanedot::split(fb.val(e)).1),
+        )
+    } else {
+        (
+            lanedot::interleave_pairs(n, k, |e| fb.val(e) as i16),
+            Vec::new(),
+        )
+    };
     // B's scale lsbs per tile, block and lane (zero past the last row)
     let tiles = n.div_ceil(LT);
     let mut sbt = vec![0i64; tiles * nb * LT];
@@ -933,19 +962,17 @@ pub(crate) fn gemm_fast(
         return drive_vnni(&comb, alpha, a, b, c, !narrow).map(Some);
     }
     if narrow {
-        let xa: Vec<i16> = fa.vals.iter().map(|&v| v as i16).collect();
-        let xb: Vec<i16> = fb.vals.iter().map(|&v| v as i16).collect();
+        let (xa, xb) = (fa.vals(|v| v as i16), fb.vals(|v| v as i16));
         let kern = |x: &[i16], ys: [&[i16]; JB], o: &mut [i64]| block_dots_i16(isa, x, ys, bs, o);
         return drive_tiled(&comb, alpha, a, b, c, &xa, &xb, kern).map(Some);
     }
     if fa.bits <= 31 && fb.bits <= 31 && width <= 63 {
-        let xa: Vec<i32> = fa.vals.iter().map(|&v| v as i32).collect();
-        let xb: Vec<i32> = fb.vals.iter().map(|&v| v as i32).collect();
+        let (xa, xb) = (fa.vals(|v| v as i32), fb.vals(|v| v as i32));
         let kern = |x: &[i32], ys: [&[i32]; JB], o: &mut [i64]| block_dots_i32(isa, x, ys, bs, o);
         return drive_tiled(&comb, alpha, a, b, c, &xa, &xb, kern).map(Some);
     }
     // 64-bit lanes (E5M2 pairs): one block dot at a time
-    let (xa, xb) = (&fa.vals, &fb.vals);
+    let (xa, xb) = (&fa.vals(|v| v), &fb.vals(|v| v));
     let one = |i: usize, j: usize, cv: Fp| -> Option<Fp> {
         comb.one(i, j, cv, |blk| {
             let (s, e) = (blk * bs, ((blk + 1) * bs).min(k));

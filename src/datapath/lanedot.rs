@@ -33,10 +33,10 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// `rows` rows of `k` (even) elements interleaved by pairs in tiles of [`LT`] rows:
-/// `out[((tile * k / 2 + p) * LT + q) * 2 + h]` is element `2p + h` of row `tile * LT + q`
-/// (zero for rows past the end).
-pub(crate) fn interleave_pairs(x: &[i16], rows: usize, k: usize) -> Vec<i16> {
+/// `rows` rows of `k` (even) elements, element `e` of row `r` being `x(r * k + e)`,
+/// interleaved by pairs in tiles of [`LT`] rows: `out[((tile * k / 2 + p) * LT + q) * 2 + h]`
+/// is element `2p + h` of row `tile * LT + q` (zero for rows past the end).
+pub(crate) fn interleave_pairs(rows: usize, k: usize, x: impl Fn(usize) -> i16 + Sync) -> Vec<i16> {
     use rayon::prelude::*;
     let tiles = rows.div_ceil(LT);
     let mut out = vec![0i16; tiles * k * LT];
@@ -46,8 +46,8 @@ pub(crate) fn interleave_pairs(x: &[i16], rows: usize, k: usize) -> Vec<i16> {
             for q in 0..LT.min(rows - tile * LT) {
                 let r = tile * LT + q;
                 for p in 0..k / 2 {
-                    o[(p * LT + q) * 2] = x[r * k + 2 * p];
-                    o[(p * LT + q) * 2 + 1] = x[r * k + 2 * p + 1];
+                    o[(p * LT + q) * 2] = x(r * k + 2 * p);
+                    o[(p * LT + q) * 2 + 1] = x(r * k + 2 * p + 1);
                 }
             }
         });
@@ -75,8 +75,14 @@ pub(crate) struct Norm<'a> {
 const NORM_MAX: i64 = 32767;
 
 /// Each row's blocks of `bs` fixed-point values shifted right by their common trailing zero
-/// bits, as 16-bit values where they then fit ([`Norm`]); `rows` rows of `k` values.
-pub(crate) fn normalise(x: &[i64], rows: usize, k: usize, bs: usize) -> (Vec<i16>, Vec<i8>) {
+/// bits, as 16-bit values where they then fit ([`Norm`]); `rows` rows of `k` values, element
+/// `e` of row `r` being `x(r * k + e)`.
+pub(crate) fn normalise(
+    rows: usize,
+    k: usize,
+    bs: usize,
+    x: impl Fn(usize) -> i64 + Sync,
+) -> (Vec<i16>, Vec<i8>) {
     use rayon::prelude::*;
     let nb = k / bs;
     let mut vals = vec![0i16; rows * k];
@@ -85,8 +91,11 @@ pub(crate) fn normalise(x: &[i64], rows: usize, k: usize, bs: usize) -> (Vec<i16
         .zip(shift.par_chunks_mut(nb))
         .enumerate()
         .for_each(|(r, (v, sh))| {
+            let mut xs = vec![0i64; bs];
             for blk in 0..nb {
-                let xs = &x[r * k + blk * bs..r * k + (blk + 1) * bs];
+                for (t, v) in xs.iter_mut().enumerate() {
+                    *v = x(r * k + blk * bs + t);
+                }
                 let tz = xs
                     .iter()
                     .map(|&e| e.trailing_zeros())
@@ -94,7 +103,7 @@ pub(crate) fn normalise(x: &[i64], rows: usize, k: usize, bs: usize) -> (Vec<i16
                     .unwrap_or(0)
                     .min(62);
                 if xs.iter().all(|&e| (e >> tz).abs() <= NORM_MAX) {
-                    for (o, &e) in v[blk * bs..(blk + 1) * bs].iter_mut().zip(xs) {
+                    for (o, &e) in v[blk * bs..(blk + 1) * bs].iter_mut().zip(&xs) {
                         *o = (e >> tz) as i16;
                     }
                     sh[blk] = tz as i8;
@@ -236,15 +245,9 @@ pub(crate) unsafe fn block_dots(
     }
 }
 
-/// Split 32-bit fixed-point values into 16-bit halves `x = hi * 2^SPLIT + lo`.
-pub(crate) fn split(x: &[i64]) -> (Vec<i16>, Vec<i16>) {
-    use rayon::prelude::*;
-    let hi = x.par_iter().map(|&v| (v >> SPLIT) as i16).collect();
-    let lo = x
-        .par_iter()
-        .map(|&v| (v & ((1 << SPLIT) - 1)) as i16)
-        .collect();
-    (hi, lo)
+/// A fixed-point value of up to 25 bits as 16-bit halves `x = hi * 2^SPLIT + lo`.
+pub(crate) fn split(x: i64) -> (i16, i16) {
+    ((x >> SPLIT) as i16, (x & ((1 << SPLIT) - 1)) as i16)
 }
 
 #[cfg(test)]
@@ -289,21 +292,23 @@ mod tests {
                     }
                 }
             }
-            let (an, ash) = normalise(&xa, RA, k, bs);
+            let (an, ash) = normalise(RA, k, bs, |e| xa[e]);
             if renorm {
                 assert!(ash.iter().any(|&s| s > 0) && ash.contains(&-1));
             }
             let (ah, al, bh, bl) = if split_it {
-                let ((ah, al), (bh, bl)) = (split(&xa), split(&xb));
+                let halves =
+                    |x: &[i64]| -> (Vec<i16>, Vec<i16>) { x.iter().map(|&v| split(v)).unzip() };
+                let ((ah, al), (bh, bl)) = (halves(&xa), halves(&xb));
                 (ah, al, bh, bl)
             } else {
                 let w = |x: &[i64]| x.iter().map(|&v| v as i16).collect::<Vec<_>>();
                 (w(&xa), vec![], w(&xb), vec![])
             };
             let (th, tl) = (
-                interleave_pairs(&bh, rows, k),
+                interleave_pairs(rows, k, |e| bh[e]),
                 if split_it {
-                    interleave_pairs(&bl, rows, k)
+                    interleave_pairs(rows, k, |e| bl[e])
                 } else {
                     vec![]
                 },
