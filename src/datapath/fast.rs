@@ -370,7 +370,8 @@ impl Combine<'_> {
                 let blo: [i64; LT] = std::array::from_fn(|q| self.rb[j0 + q].0 as i64);
                 // B's scale lsbs relative to each lane's lowest
                 let sbf: Vec<i64> = (0..nb * LT).map(|x| sb[x] - blo[x % LT]).collect();
-                let mut sas = Vec::new();
+                // rows whose sixteen outputs fit frames (with the row's scale lsbs relative
+                // to its lowest), and the others
                 let mut frames = Vec::new();
                 let mut general = Vec::new();
                 let mut rows16: Vec<Row16> = Vec::new();
@@ -381,8 +382,8 @@ impl Combine<'_> {
                         Some(f) => {
                             let sa = &self.sla[i * nb..(i + 1) * nb];
                             let alo = self.ra[i].0;
-                            sas.push(sa.iter().map(|&x| (x - alo) as i64).collect::<Vec<_>>());
-                            frames.push((ii, f));
+                            let sa: Vec<i64> = sa.iter().map(|&x| (x - alo) as i64).collect();
+                            frames.push((ii, f, sa));
                         }
                         None => {
                             general.push(ii);
@@ -397,8 +398,7 @@ impl Combine<'_> {
                 }
                 let mut rows: Vec<FrameRow> = frames
                     .iter()
-                    .zip(&sas)
-                    .map(|((ii, f), sa)| FrameRow {
+                    .map(|(ii, f, sa)| FrameRow {
                         dots: dots(*ii),
                         sa,
                         d: f.d,
@@ -406,7 +406,7 @@ impl Combine<'_> {
                     })
                     .collect();
                 accumulate_frames(exact, &mut rows, &sbf, nb);
-                for ((ii, f), row) in frames.iter().zip(&rows) {
+                for ((ii, f, _), row) in frames.iter().zip(&rows) {
                     for (q, out) in res[*ii].iter_mut().enumerate() {
                         *out = Some(self.acc32_output(to_acc32(row.acc[q], f.lsb[q])));
                     }
