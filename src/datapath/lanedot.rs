@@ -154,6 +154,10 @@ pub(crate) unsafe fn block_dots(
     let pair = |x: &[i16], e: usize| -> __m512i {
         _mm512_set1_epi32((x.as_ptr().add(e) as *const i32).read_unaligned())
     };
+    // pair p of the sixteen rows of a B plane
+    let bvec = |plane: &[i16], p: usize| -> __m512i {
+        _mm512_loadu_si512(plane.as_ptr().add(p * 2 * LT) as *const _)
+    };
     let widen = |v: __m512i| -> [__m512i; 2] {
         [
             _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)),
@@ -174,7 +178,7 @@ pub(crate) unsafe fn block_dots(
             let mut p = p0;
             while p + 1 < p1 {
                 for (h, acc) in acc.iter_mut().enumerate() {
-                    let bv = _mm512_loadu_si512(b.hi.as_ptr().add((p + h) * 2 * LT) as *const _);
+                    let bv = bvec(b.hi, p + h);
                     for r in 0..RA {
                         acc[r] = _mm512_dpwssd_epi32(acc[r], bv, pair(a[r].hi, 2 * (p + h)));
                     }
@@ -182,7 +186,7 @@ pub(crate) unsafe fn block_dots(
                 p += 2;
             }
             if p < p1 {
-                let bv = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
+                let bv = bvec(b.hi, p);
                 for r in 0..RA {
                     acc[0][r] = _mm512_dpwssd_epi32(acc[0][r], bv, pair(a[r].hi, 2 * p));
                 }
@@ -198,8 +202,8 @@ pub(crate) unsafe fn block_dots(
             let mut h = [zero; RA];
             let mut l = [zero; RA];
             for p in p0..p1 {
-                let bh = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
-                let bl = _mm512_loadu_si512(b.lo.as_ptr().add(p * 2 * LT) as *const _);
+                let bh = bvec(b.hi, p);
+                let bl = bvec(b.lo, p);
                 for r in 0..RA {
                     let av = pair(an[r].vals, 2 * p);
                     h[r] = _mm512_dpwssd_epi32(h[r], bh, av);
@@ -220,8 +224,8 @@ pub(crate) unsafe fn block_dots(
             let mut x = [zero; RA];
             let mut ll = [zero; RA];
             for p in p0..p1 {
-                let bh = _mm512_loadu_si512(b.hi.as_ptr().add(p * 2 * LT) as *const _);
-                let bl = _mm512_loadu_si512(b.lo.as_ptr().add(p * 2 * LT) as *const _);
+                let bh = bvec(b.hi, p);
+                let bl = bvec(b.lo, p);
                 for r in 0..RA {
                     let (ah, al) = (pair(a[r].hi, 2 * p), pair(a[r].lo, 2 * p));
                     hh[r] = _mm512_dpwssd_epi32(hh[r], bh, ah);
