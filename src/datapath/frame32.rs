@@ -9,6 +9,7 @@
 //! renormalisation or range check per step. The caller establishes those bounds per output
 //! (and otherwise uses [`super::acc32`]); within them the results equal the IEEE steps
 //! ([`super::acc32::rne32`], [`super::acc32::add32`]) bit for bit (tested).
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use super::acc32::{Acc32, ACC32_ZERO};
 
