@@ -658,6 +658,57 @@ fn vnni_rows(m: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 const KC_BLOCKS: usize = 8;
 
+/// Per-task buffers for combining groups of [`JB`] outputs.
+struct Groups {
+    sbq: Vec<i64>,
+    cvs: Vec<[Fp; JB]>,
+    craws: Vec<[Fp; JB]>,
+    res: Vec<[Option<Fp>; JB]>,
+}
+
+impl Groups {
+    fn new(ni: usize, nb: usize) -> Self {
+        Groups {
+            sbq: Vec::with_capacity(nb * JB),
+            cvs: vec![[Fp::ZERO; JB]; ni],
+            craws: vec![[Fp::ZERO; JB]; ni],
+            res: vec![[None; JB]; ni],
+        }
+    }
+
+    /// The outputs of rows `i0..i0 + ni` (`rows` holds them, `n` per row) and columns
+    /// `j0..j0 + jn` from their block dots (`dots[(ii * nb + blk) * JB + jj]`): their C
+    /// values, [`Combine::tile`], then each output emitted (or recomputed by the general path).
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        comb: &Combine,
+        alpha: Option<Fp>,
+        (a, b, c): (&MxTensor, &MxTensor, Option<&[f32]>),
+        (i0, j0, jn): (usize, usize, usize),
+        dots: &[i64],
+        rows: &mut [f32],
+    ) -> Result<()> {
+        let n = b.rows;
+        let ni = self.cvs.len();
+        for ii in 0..ni {
+            for jj in 0..JB {
+                let idx = (i0 + ii) * n + j0 + jj.min(jn - 1);
+                (self.craws[ii][jj], self.cvs[ii][jj]) = c_of(alpha, c, idx);
+            }
+        }
+        comb.tile(i0, j0, jn, &self.cvs, dots, &mut self.sbq, &mut self.res);
+        for ii in 0..ni {
+            for jj in 0..jn {
+                let (i, j) = (i0 + ii, j0 + jj);
+                let (craw, cv) = (self.craws[ii][jj], self.cvs[ii][jj]);
+                rows[ii * n + j] = emit(comb.plan, alpha, a, b, i, j, craw, cv, self.res[ii][jj])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Tiled driver for 16/32-bit lanes: for each tile of A rows and each group of [`JB`] B rows,
 /// the block dot products of one A row against the group in one pass, then each output's
 /// combination; outputs the kernel declines go to the general path.
@@ -673,7 +724,6 @@ fn drive_tiled<T: Copy + Sync>(
     kernel: impl Fn(&[T], [&[T]; JB], &mut [i64]) + Sync,
 ) -> Result<Vec<f32>> {
     let (m, n, k) = (a.rows, b.rows, a.cols);
-    let plan = comb.plan;
     let nb = comb.nb;
     let mut out = vec![0f32; m * n];
     if n == 0 || m == 0 {
@@ -685,10 +735,7 @@ fn drive_tiled<T: Copy + Sync>(
             let i0 = ti * TILE_ROWS;
             let ni = rows.len() / n;
             let mut dots = vec![0i64; ni * nb * JB];
-            let mut sbq = Vec::with_capacity(nb * JB);
-            let mut cvs = vec![[Fp::ZERO; JB]; ni];
-            let mut craws = vec![[Fp::ZERO; JB]; ni];
-            let mut res = vec![[None; JB]; ni];
+            let mut outs = Groups::new(ni, nb);
             for j0 in (0..n).step_by(JB) {
                 let jn = JB.min(n - j0);
                 // a short last group repeats its last row (results unused)
@@ -703,19 +750,8 @@ fn drive_tiled<T: Copy + Sync>(
                         ys,
                         &mut dots[ii * nb * JB..(ii + 1) * nb * JB],
                     );
-                    for jj in 0..JB {
-                        (craws[ii][jj], cvs[ii][jj]) = c_of(alpha, c, i * n + j0 + jj.min(jn - 1));
-                    }
                 }
-                comb.tile(i0, j0, jn, &cvs, &dots, &mut sbq, &mut res);
-                for ii in 0..ni {
-                    let i = i0 + ii;
-                    for jj in 0..jn {
-                        let j = j0 + jj;
-                        let (craw, cv) = (craws[ii][jj], cvs[ii][jj]);
-                        rows[ii * n + j] = emit(plan, alpha, a, b, i, j, craw, cv, res[ii][jj])?;
-                    }
-                }
+                outs.emit(comb, alpha, (a, b, c), (i0, j0, jn), &dots, rows)?;
             }
             Ok(())
         })?;
@@ -830,10 +866,7 @@ fn drive_vnni(
                 .collect();
             let mut lanes = vec![0i64; groups.len() * RA * nb * LT];
             let mut dots = vec![0i64; ni * nb * JB];
-            let mut sbq = Vec::with_capacity(nb * JB);
-            let mut cvs = vec![[Fp::ZERO; JB]; ni];
-            let mut craws = vec![[Fp::ZERO; JB]; ni];
-            let mut res = vec![[None; JB]; ni];
+            let mut outs = Groups::new(ni, nb);
             let mut cvs16 = vec![[Fp::ZERO; LT]; ni];
             let mut craws16 = vec![[Fp::ZERO; LT]; ni];
             let mut res16 = vec![[None; LT]; ni];
@@ -886,21 +919,8 @@ fn drive_vnni(
                             dots[(ii * nb + blk) * JB..(ii * nb + blk + 1) * JB]
                                 .copy_from_slice(&lanes[at..at + JB]);
                         }
-                        for jj in 0..JB {
-                            let idx = (i0 + ii) * n + j0 + jj.min(jn - 1);
-                            (craws[ii][jj], cvs[ii][jj]) = c_of(alpha, c, idx);
-                        }
                     }
-                    comb.tile(i0, j0, jn, &cvs, &dots, &mut sbq, &mut res);
-                    for ii in 0..ni {
-                        let i = i0 + ii;
-                        for jj in 0..jn {
-                            let j = j0 + jj;
-                            let (craw, cv) = (craws[ii][jj], cvs[ii][jj]);
-                            rows[ii * n + j] =
-                                emit(plan, alpha, a, b, i, j, craw, cv, res[ii][jj])?;
-                        }
-                    }
+                    outs.emit(comb, alpha, (a, b, c), (i0, j0, jn), &dots, rows)?;
                 }
             }
             Ok(())
