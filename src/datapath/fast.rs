@@ -11,10 +11,12 @@
 //! are computed in one pass ([`super::blockdot`]); rows of A are processed in tiles so that
 //! a group of B rows is reused from cache. With AVX-512 VNNI, values of up to 18 bits (FP4,
 //! FP6, INT8, E4M3) instead go through [`super::lanedot`]: four rows of A against sixteen
-//! rows of B held in the lanes of a vector, E4M3 values split into 16-bit halves. With an FP32 round-to-nearest-even accumulator the
-//! block-by-block accumulation uses a rounding and an addition specialised to normal FP32
-//! values (any other case, or a subnormal or overflowing intermediate, takes the general
-//! rounding routines).
+//! rows of B held in the lanes of a vector, E4M3 values split into 16-bit halves (rows of A
+//! renormalised block by block where that fits 16 bits). With an FP32 round-to-nearest-even
+//! accumulator the block-by-block accumulation runs in a fixed-point frame per output where
+//! its terms fit one ([`super::frame32`]), otherwise with a rounding and an addition
+//! specialised to normal FP32 values ([`super::acc32`]; a subnormal or overflowing
+//! intermediate takes the general rounding routines).
 
 use super::config::{AccJoin, DatapathConfig, ScaleAt};
 use super::engine::{El, Plan, Sc};
@@ -782,9 +784,11 @@ unsafe fn shifted_sums(
     std::array::from_fn(|q| acc[q / 8].0[q % 8])
 }
 
-/// [`drive_tiled`] with the AVX-512 VNNI kernel ([`lanedot`]): the block dots of [`RA`] rows
-/// of A (in tiles of [`TILE_ROWS`]) against [`LT`] interleaved rows of B per call (elements split into 16-bit halves when
-/// `split`), then each group of [`JB`] outputs' combination.
+/// [`drive_tiled`] with the AVX-512 VNNI kernel ([`lanedot`]): per task of [`vnni_rows`] rows
+/// of A, the block dots of [`RA`] rows against [`LT`] interleaved rows of B per call, K in
+/// chunks of [`KC_BLOCKS`] blocks (elements split into 16-bit halves and rows of A
+/// renormalised when `split`), then the sixteen outputs' combination ([`Combine::tile16`]) or
+/// each group of [`JB`] outputs' ([`Groups::emit`]).
 #[cfg(target_arch = "x86_64")]
 fn drive_vnni(
     comb: &Combine,
